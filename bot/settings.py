@@ -25,6 +25,7 @@ EXPECTED = {
     "default_language": "one of fr, en, ar",
     "timezone": "an IANA time zone such as Europe/Paris",
     "log_level": "one of DEBUG, INFO, WARNING, ERROR",
+    "rate_limit_per_second": "a number of messages per second from 0 (off) to 30",
 }
 
 
@@ -42,6 +43,8 @@ class Settings(BaseSettings):
     default_language: Literal["fr", "en", "ar"] = "fr"
     timezone: str = "Europe/Paris"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Overall pace of outgoing calls (Telegram allows about 30 messages per second); 0 = off.
+    rate_limit_per_second: float = Field(default=30, ge=0, le=30)
     demo_token: SecretStr = Field(default=SecretStr("123456:DEMO-TOKEN-not-a-real-one-0000"))
 
     @field_validator("bot_token", mode="before")

@@ -10,6 +10,7 @@ make the conditional updates of the services safe.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -74,6 +75,10 @@ class Database:
                 self.url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
             write_engine = self.engine
+        # SQLite's busy handler polls with growing sleeps; queueing this process's writers on
+        # an asyncio lock instead hands the write lock over at once (other processes still
+        # wait on the busy timeout).
+        self._writer_turn = asyncio.Lock() if self.is_sqlite else None
         self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = async_sessionmaker(write_engine, expire_on_commit=False)
 
@@ -86,7 +91,11 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A write unit of work: commits when the block ends normally, rolls back otherwise."""
-        async with self._write_sessions() as session, session.begin():
+        if self._writer_turn is None:
+            async with self._write_sessions() as session, session.begin():
+                yield session
+            return
+        async with self._writer_turn, self._write_sessions() as session, session.begin():
             yield session
 
     async def dispose(self) -> None:

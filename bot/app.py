@@ -1,0 +1,82 @@
+"""The composition root: builds the Application, its services and its lifecycle hooks."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import uuid
+
+from telegram.ext import AIORateLimiter, Application, ContextTypes, Defaults
+
+from bot.callbacks import CallbackCodec
+from bot.clock import Clock, SystemClock
+from bot.context import SERVICES_KEY, BotApplication, BotContext, Services
+from bot.delivery import schedule_delivery
+from bot.errors import on_error
+from bot.i18n import Translator
+from bot.ordering import PerPersonUpdateProcessor
+from bot.services.outbox import Outbox
+from bot.services.registration import RegistrationService
+from bot.services.residents import ResidentService
+from bot.services.workshops import WorkshopCatalogue
+from bot.settings import Settings
+from handlers import command_menus, register_handlers
+from handlers.notices import render_notice
+from storage.db import Database
+
+log = logging.getLogger(__name__)
+
+
+def build_services(settings: Settings, clock: Clock, translator: Translator) -> Services:
+    db = Database(settings.database_url)
+    worker_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    return Services(
+        settings=settings,
+        db=db,
+        clock=clock,
+        translator=translator,
+        callbacks=CallbackCodec(settings.effective_token.encode()),
+        residents=ResidentService(db, clock),
+        catalogue=WorkshopCatalogue(db, clock),
+        registrations=RegistrationService(db, clock),
+        outbox=Outbox(db, clock, worker_id),
+    )
+
+
+def build_application(settings: Settings, *, clock: Clock | None = None) -> BotApplication:
+    """One Application, wired with handlers, services (opened in post_init) and jobs."""
+    translator = Translator.load(settings.default_language)
+    clock = clock or SystemClock()
+
+    async def post_init(application: BotApplication) -> None:
+        services = build_services(settings, clock, translator)
+        application.bot_data[SERVICES_KEY] = services
+        for language, commands in command_menus(translator).items():
+            await application.bot.set_my_commands(commands, language_code=language)
+        if application.job_queue is not None:
+            schedule_delivery(application.job_queue, render_notice)
+        log.info("bot ready as @%s", application.bot.username)
+
+    async def post_shutdown(application: BotApplication) -> None:
+        services: Services | None = application.bot_data.pop(SERVICES_KEY, None)
+        if services is not None:
+            await services.db.dispose()
+
+    builder = (
+        Application.builder()
+        .token(settings.effective_token)
+        .base_url(settings.telegram_base_url)
+        .context_types(ContextTypes(context=BotContext))
+        .defaults(Defaults(tzinfo=settings.tz))
+        .concurrent_updates(PerPersonUpdateProcessor())
+        .post_init(post_init)
+        .post_shutdown(post_shutdown)
+    )
+    if settings.rate_limit_per_second > 0:
+        builder = builder.rate_limiter(
+            AIORateLimiter(overall_max_rate=settings.rate_limit_per_second, max_retries=3)
+        )
+    application: BotApplication = builder.build()  # type: ignore[assignment]
+    register_handlers(application)
+    application.add_error_handler(on_error)
+    return application

@@ -1,0 +1,45 @@
+"""The services of the bot, and the typed context through which handlers reach them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from telegram.ext import Application, CallbackContext, ExtBot
+
+from bot.callbacks import CallbackCodec
+from bot.clock import Clock
+from bot.i18n import Translator
+from bot.services.outbox import Outbox
+from bot.services.registration import RegistrationService
+from bot.services.residents import ResidentService
+from bot.services.workshops import WorkshopCatalogue
+from bot.settings import Settings
+from storage.db import Database
+
+SERVICES_KEY = "services"
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything a handler or a job may need, built once in post_init."""
+
+    settings: Settings
+    db: Database
+    clock: Clock
+    translator: Translator
+    callbacks: CallbackCodec
+    residents: ResidentService
+    catalogue: WorkshopCatalogue
+    registrations: RegistrationService
+    outbox: Outbox
+
+
+class BotContext(CallbackContext[ExtBot[None], dict, dict, dict]):
+    """CallbackContext with typed access to the services (PTB's contexttypesbot pattern)."""
+
+    @property
+    def services(self) -> Services:
+        return self.application.bot_data[SERVICES_KEY]
+
+
+BotApplication = Application[ExtBot[None], BotContext, dict, dict, dict, object]

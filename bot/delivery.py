@@ -1,0 +1,81 @@
+"""Delivery of the outbox: a periodic JobQueue job, also kicked right after an enqueue.
+
+The job claims due rows, renders each in its recipient's language at send time, sends it and
+marks it sent only once Telegram accepted it. Telegram's answer decides the rest: 403 drops
+the row and marks the person unreachable, 429 postpones it by `retry_after`, a 400 fails it
+for good, network errors and 5xx retry it with backoff, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.ext import JobQueue
+
+from bot.context import BotContext
+from bot.services.outbox import ClaimedMessage
+
+# Turns a claimed row into send_message arguments, or None when it became pointless.
+NoticeRenderer = Callable[[BotContext, ClaimedMessage], Awaitable[dict[str, Any] | None]]
+
+log = logging.getLogger(__name__)
+
+JOB_NAME = "outbox-delivery"
+SWEEP_INTERVAL_S = 5.0
+BATCH = 50
+
+
+async def deliver_outbox(context: BotContext) -> None:
+    """Send every due outbox message, batch after batch."""
+    services = context.services
+    outbox = services.outbox
+    assert context.job is not None
+    render_notice: NoticeRenderer = context.job.data
+    while True:
+        batch = await outbox.claim_due(BATCH)
+        for message in batch:
+            if message.chat_id is None or not message.resident_active:
+                await outbox.drop(message.id, "recipient unreachable or without consent")
+                continue
+            rendered = await render_notice(context, message)
+            if rendered is None:
+                await outbox.drop(message.id, "no longer relevant")
+                continue
+            try:
+                await context.bot.send_message(message.chat_id, **rendered)
+            except RetryAfter as exc:
+                delay = exc.retry_after
+                seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+                await outbox.postpone(message.id, timedelta(seconds=seconds))
+            except Forbidden:
+                await services.residents.mark_unreachable(message.resident_id)
+                await outbox.drop(message.id, "blocked by the recipient")
+            except BadRequest as exc:
+                log.warning("outbox %s (%s) refused by Telegram: %s", message.id, message.kind, exc)
+                await outbox.fail(message.id, f"bad request: {exc.message}")
+            except (NetworkError, TelegramError) as exc:
+                backoff = timedelta(seconds=min(2**message.attempts, 300))
+                await outbox.retry_later(message, backoff, type(exc).__name__)
+            else:
+                await outbox.mark_sent(message.id)
+        if len(batch) < BATCH:
+            return
+
+
+def schedule_delivery(job_queue: JobQueue, render_notice: NoticeRenderer) -> None:
+    """The periodic sweep: catches up after a restart or an outage of the Bot API."""
+    job_queue.run_repeating(
+        deliver_outbox, interval=SWEEP_INTERVAL_S, first=1.0, name=JOB_NAME, data=render_notice
+    )
+
+
+def kick_delivery(context: BotContext) -> None:
+    """Deliver now rather than at the next sweep (a promotion notice is urgent)."""
+    if context.job_queue is None:
+        return
+    for job in context.job_queue.get_jobs_by_name(JOB_NAME):
+        job.job.modify(next_run_time=datetime.now(job.job.next_run_time.tzinfo))

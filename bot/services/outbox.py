@@ -1,0 +1,140 @@
+"""The outbox: messages decided by a transaction, delivered later by a worker.
+
+Rows are claimed with a lease in one atomic statement (FOR UPDATE SKIP LOCKED on PostgreSQL,
+a BEGIN IMMEDIATE transaction on SQLite), so two workers, or two running instances, never
+claim the same row, and a worker that dies releases its rows when the lease runs out. A row is
+marked sent only after Telegram accepted the message: delivery is at-least-once, and
+duplicates are bounded by the sends in flight when a process is killed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+
+from bot.clock import Clock
+from storage.db import Database
+from storage.models import OutboxMessage, OutboxStatus, Resident
+
+LEASE = timedelta(minutes=2)
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class ClaimedMessage:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    resident_id: int
+    chat_id: int | None  # None when the person is gone: the message is dropped
+    language: str | None
+    resident_active: bool
+
+
+class Outbox:
+    def __init__(self, db: Database, clock: Clock, worker_id: str) -> None:
+        self._db = db
+        self._clock = clock
+        self.worker_id = worker_id
+
+    async def claim_due(self, limit: int = 50) -> list[ClaimedMessage]:
+        """Claim up to `limit` due messages for this worker, oldest first."""
+        now = self._clock.now()
+        async with self._db.write() as session:
+            due = (
+                select(OutboxMessage.id)
+                .where(
+                    OutboxMessage.status == OutboxStatus.PENDING,
+                    OutboxMessage.not_before <= now,
+                    or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
+                )
+                .order_by(OutboxMessage.not_before, OutboxMessage.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            ids = list(await session.scalars(due))
+            if not ids:
+                return []
+            await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_(ids))
+                .values(
+                    claimed_until=now + LEASE,
+                    claimed_by=self.worker_id,
+                    attempts=OutboxMessage.attempts + 1,
+                )
+            )
+            rows = await session.execute(
+                select(
+                    OutboxMessage.id,
+                    OutboxMessage.kind,
+                    OutboxMessage.payload,
+                    OutboxMessage.attempts,
+                    OutboxMessage.resident_id,
+                    Resident.telegram_id,
+                    Resident.language,
+                    Resident.is_active,
+                    Resident.consented_at,
+                )
+                .join(Resident, Resident.id == OutboxMessage.resident_id)
+                .where(OutboxMessage.id.in_(ids))
+                .order_by(OutboxMessage.not_before, OutboxMessage.id)
+            )
+            return [
+                ClaimedMessage(
+                    id=r.id,
+                    kind=r.kind,
+                    payload=r.payload,
+                    attempts=r.attempts,
+                    resident_id=r.resident_id,
+                    chat_id=r.telegram_id,
+                    language=r.language,
+                    resident_active=r.is_active and r.consented_at is not None,
+                )
+                for r in rows
+            ]
+
+    async def _finish(self, message_id: int, **values: Any) -> bool:
+        """Update a row this worker still holds; False if its lease was lost meanwhile."""
+        async with self._db.write() as session:
+            result = await session.execute(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.id == message_id,
+                    OutboxMessage.claimed_by == self.worker_id,
+                    OutboxMessage.status == OutboxStatus.PENDING,
+                )
+                .values(claimed_until=None, **values)
+            )
+            return result.rowcount == 1
+
+    async def mark_sent(self, message_id: int) -> bool:
+        return await self._finish(message_id, status=OutboxStatus.SENT, sent_at=self._clock.now())
+
+    async def drop(self, message_id: int, reason: str) -> bool:
+        """The message became pointless (or its recipient unreachable): never send it."""
+        return await self._finish(message_id, status=OutboxStatus.DROPPED, last_error=reason)
+
+    async def fail(self, message_id: int, error: str) -> bool:
+        """Telegram refused the message itself: sending it again as is would fail again."""
+        return await self._finish(message_id, status=OutboxStatus.FAILED, last_error=error)
+
+    async def retry_later(self, message: ClaimedMessage, delay: timedelta, error: str) -> bool:
+        """Release the claim for a later attempt, or fail for good after MAX_ATTEMPTS."""
+        if message.attempts >= MAX_ATTEMPTS:
+            return await self._finish(message.id, status=OutboxStatus.FAILED, last_error=error)
+        return await self._finish(
+            message.id, not_before=self._clock.now() + delay, last_error=error
+        )
+
+    async def postpone(self, message_id: int, delay: timedelta) -> bool:
+        """Telegram asked to slow down: try again later without spending an attempt."""
+        return await self._finish(
+            message_id,
+            not_before=self._clock.now() + delay,
+            attempts=OutboxMessage.attempts - 1,
+        )

@@ -1,0 +1,324 @@
+"""Registration rules: seats, the waitlist, cancellation and promotion.
+
+Every rule runs in one write transaction and relies on conditional updates, so concurrent
+taps can never oversell: `seats_taken = seats_taken + 1 ... WHERE seats_taken < capacity`
+is re-checked by PostgreSQL after a blocked update (READ COMMITTED) and serialised by
+SQLite's BEGIN IMMEDIATE. The CHECK constraints of the schema stay as the last guard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.clock import Clock
+from bot.services.workshops import waitlist_rank_subquery
+from storage.db import Database
+from storage.models import (
+    OutboxMessage,
+    Registration,
+    RegistrationStatus,
+    Resident,
+    Venue,
+    Workshop,
+    WorkshopStatus,
+)
+
+LIVE = (RegistrationStatus.CONFIRMED, RegistrationStatus.WAITLISTED)
+PROMOTION_NOTICE = "waitlist_promoted"
+
+
+class RegisterOutcome(StrEnum):
+    CONFIRMED = "confirmed"
+    WAITLISTED = "waitlisted"
+    ALREADY_CONFIRMED = "already_confirmed"
+    ALREADY_WAITLISTED = "already_waitlisted"
+    CLOSED = "closed"  # cancelled, done or already started
+    UNKNOWN = "unknown"  # no such workshop
+    NO_CONSENT = "no_consent"
+
+
+class CancelOutcome(StrEnum):
+    CANCELLED = "cancelled"
+    NOT_REGISTERED = "not_registered"
+    STARTED = "started"
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    outcome: RegisterOutcome
+    waitlist_rank: int | None = None
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    outcome: CancelOutcome
+    was_waitlisted: bool = False
+    promoted_resident_id: int | None = None
+
+
+@dataclass(frozen=True)
+class MyPlace:
+    workshop_id: int
+    title: dict[str, str]
+    starts_at: datetime
+    ends_at: datetime
+    venue_name: str
+    status: str
+    waitlist_rank: int | None
+
+
+class RegistrationService:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def register(self, telegram_id: int, workshop_id: int) -> RegisterResult:
+        """Take a seat if one is left, else a place on the waitlist."""
+        try:
+            return await self._register(telegram_id, workshop_id)
+        except IntegrityError:
+            # A concurrent tap of the same person won the unique index: report their place.
+            return await self._existing_place(telegram_id, workshop_id)
+
+    async def _register(self, telegram_id: int, workshop_id: int) -> RegisterResult:
+        now = self._clock.now()
+        async with self._db.write() as session:
+            resident_id = await _consenting_resident(session, telegram_id)
+            if resident_id is None:
+                return RegisterResult(RegisterOutcome.NO_CONSENT)
+            workshop = (
+                await session.execute(
+                    select(Workshop.status, Workshop.starts_at).where(Workshop.id == workshop_id)
+                )
+            ).one_or_none()
+            if workshop is None:
+                return RegisterResult(RegisterOutcome.UNKNOWN)
+            if workshop.status != WorkshopStatus.SCHEDULED or workshop.starts_at <= now:
+                return RegisterResult(RegisterOutcome.CLOSED)
+            existing = await _live_place(session, resident_id, workshop_id)
+            if existing is not None:
+                return existing
+
+            if await take_seat(session, workshop_id):
+                session.add(
+                    Registration(
+                        workshop_id=workshop_id,
+                        resident_id=resident_id,
+                        status=RegistrationStatus.CONFIRMED,
+                        created_at=now,
+                        confirmed_at=now,
+                    )
+                )
+                await session.flush()
+                return RegisterResult(RegisterOutcome.CONFIRMED)
+
+            ticket = await session.scalar(
+                update(Workshop)
+                .where(Workshop.id == workshop_id)
+                .values(waitlist_seq=Workshop.waitlist_seq + 1)
+                .returning(Workshop.waitlist_seq)
+            )
+            session.add(
+                Registration(
+                    workshop_id=workshop_id,
+                    resident_id=resident_id,
+                    status=RegistrationStatus.WAITLISTED,
+                    created_at=now,
+                    waitlist_position=ticket,
+                )
+            )
+            await session.flush()
+            place = await _live_place(session, resident_id, workshop_id)
+            assert place is not None
+            return RegisterResult(RegisterOutcome.WAITLISTED, place.waitlist_rank)
+
+    async def _existing_place(self, telegram_id: int, workshop_id: int) -> RegisterResult:
+        async with self._db.read() as session:
+            resident_id = await _consenting_resident(session, telegram_id)
+            place = await _live_place(session, resident_id, workshop_id) if resident_id else None
+        if place is None:
+            raise RuntimeError("registration refused by the database without a live place")
+        return place
+
+    async def cancel(self, telegram_id: int, workshop_id: int) -> CancelResult:
+        """Give up a seat or a waitlist place; a freed seat goes to the first person waiting."""
+        now = self._clock.now()
+        async with self._db.write() as session:
+            resident_id = await _consenting_resident(session, telegram_id)
+            if resident_id is None:
+                return CancelResult(CancelOutcome.NOT_REGISTERED)
+            registration = (
+                await session.execute(
+                    select(Registration.id, Registration.status).where(
+                        Registration.workshop_id == workshop_id,
+                        Registration.resident_id == resident_id,
+                        Registration.status.in_(LIVE),
+                    )
+                )
+            ).one_or_none()
+            if registration is None:
+                return CancelResult(CancelOutcome.NOT_REGISTERED)
+            starts_at, status = (
+                await session.execute(
+                    select(Workshop.starts_at, Workshop.status).where(Workshop.id == workshop_id)
+                )
+            ).one()
+            if starts_at <= now and status == WorkshopStatus.SCHEDULED:
+                return CancelResult(CancelOutcome.STARTED)
+            changed = await session.execute(
+                update(Registration)
+                .where(
+                    Registration.id == registration.id, Registration.status == registration.status
+                )
+                .values(
+                    status=RegistrationStatus.CANCELLED, cancelled_at=now, waitlist_position=None
+                )
+            )
+            if changed.rowcount != 1:
+                return CancelResult(CancelOutcome.NOT_REGISTERED)
+            if registration.status == RegistrationStatus.WAITLISTED:
+                return CancelResult(CancelOutcome.CANCELLED, was_waitlisted=True)
+            await release_seat(session, workshop_id)
+            promoted = None
+            if status == WorkshopStatus.SCHEDULED:
+                promoted = await promote_from_waitlist(session, workshop_id, now)
+            return CancelResult(CancelOutcome.CANCELLED, promoted_resident_id=promoted)
+
+    async def my_places(self, telegram_id: int) -> list[MyPlace]:
+        """The person's upcoming seats and waitlist places, soonest first."""
+        async with self._db.read() as session:
+            rows = await session.execute(
+                select(
+                    Workshop.id,
+                    Workshop.title,
+                    Workshop.starts_at,
+                    Workshop.ends_at,
+                    Venue.name,
+                    Registration.status,
+                    waitlist_rank_subquery(Registration.waitlist_position).label("rank"),
+                )
+                .join(Workshop, Workshop.id == Registration.workshop_id)
+                .join(Venue, Venue.id == Workshop.venue_id)
+                .join(Resident, Resident.id == Registration.resident_id)
+                .where(
+                    Resident.telegram_id == telegram_id,
+                    Registration.status.in_(LIVE),
+                    Workshop.status == WorkshopStatus.SCHEDULED,
+                    Workshop.ends_at > self._clock.now(),
+                )
+                .order_by(Workshop.starts_at, Workshop.id)
+            )
+            return [
+                MyPlace(
+                    workshop_id=r.id,
+                    title=r.title,
+                    starts_at=r.starts_at,
+                    ends_at=r.ends_at,
+                    venue_name=r.name,
+                    status=r.status,
+                    waitlist_rank=r.rank if r.status == RegistrationStatus.WAITLISTED else None,
+                )
+                for r in rows
+            ]
+
+
+async def _consenting_resident(session: AsyncSession, telegram_id: int) -> int | None:
+    return await session.scalar(
+        select(Resident.id).where(
+            Resident.telegram_id == telegram_id, Resident.consented_at.is_not(None)
+        )
+    )
+
+
+async def _live_place(
+    session: AsyncSession, resident_id: int, workshop_id: int
+) -> RegisterResult | None:
+    row = (
+        await session.execute(
+            select(
+                Registration.status, waitlist_rank_subquery(Registration.waitlist_position)
+            ).where(
+                Registration.workshop_id == workshop_id,
+                Registration.resident_id == resident_id,
+                Registration.status.in_(LIVE),
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    if row[0] == RegistrationStatus.CONFIRMED:
+        return RegisterResult(RegisterOutcome.ALREADY_CONFIRMED)
+    return RegisterResult(RegisterOutcome.ALREADY_WAITLISTED, row[1])
+
+
+async def take_seat(session: AsyncSession, workshop_id: int) -> bool:
+    """Take one seat if any is left: the guard that makes overselling impossible."""
+    result = await session.execute(
+        update(Workshop)
+        .where(
+            Workshop.id == workshop_id,
+            Workshop.status == WorkshopStatus.SCHEDULED,
+            Workshop.seats_taken < Workshop.capacity,
+        )
+        .values(seats_taken=Workshop.seats_taken + 1)
+    )
+    return result.rowcount == 1
+
+
+async def release_seat(session: AsyncSession, workshop_id: int) -> None:
+    """Give a seat back; also locks the workshop row so promotions happen one at a time."""
+    await session.execute(
+        update(Workshop)
+        .where(Workshop.id == workshop_id)
+        .values(seats_taken=Workshop.seats_taken - 1)
+    )
+
+
+async def promote_from_waitlist(
+    session: AsyncSession, workshop_id: int, now: datetime
+) -> int | None:
+    """Give a free seat to the first person waiting and queue the notice that tells them.
+
+    The notice is written to the outbox in the same transaction, so it is sent even if the
+    process dies right after the commit. Returns the promoted resident's id, if any.
+    """
+    first = (
+        await session.execute(
+            select(Registration.id, Registration.resident_id)
+            .where(
+                Registration.workshop_id == workshop_id,
+                Registration.status == RegistrationStatus.WAITLISTED,
+            )
+            .order_by(Registration.waitlist_position)
+            .limit(1)
+        )
+    ).one_or_none()
+    if first is None or not await take_seat(session, workshop_id):
+        return None
+    await session.execute(
+        update(Registration)
+        .where(Registration.id == first.id)
+        .values(
+            status=RegistrationStatus.CONFIRMED,
+            confirmed_at=now,
+            promoted_at=now,
+            waitlist_position=None,
+        )
+    )
+    session.add(
+        OutboxMessage(
+            resident_id=first.resident_id,
+            kind=PROMOTION_NOTICE,
+            payload={"workshop_id": workshop_id, "registration_id": first.id},
+            dedupe_key=f"{PROMOTION_NOTICE}:{first.id}",
+            not_before=now,
+            created_at=now,
+        )
+    )
+    return first.resident_id

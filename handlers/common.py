@@ -1,0 +1,117 @@
+"""Small helpers shared by handlers: who is speaking, in which language, how to answer."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram.constants import ParseMode
+from telegram.error import BadRequest
+
+from bot.context import BotContext
+from bot.services.residents import ResidentProfile
+
+log = logging.getLogger(__name__)
+
+
+class Reply:
+    """What a handler answers with: the person's language, and helpers to speak it."""
+
+    def __init__(
+        self,
+        context: BotContext,
+        *,
+        user_id: int,
+        chat_id: int | None,
+        language: str,
+        profile: ResidentProfile | None = None,
+        update: Update | None = None,
+    ) -> None:
+        self.context = context
+        self.user_id = user_id
+        self.chat_id = chat_id
+        self.language = language
+        self.profile = profile
+        self.update = update
+
+    @classmethod
+    async def for_update(cls, update: Update, context: BotContext) -> Reply:
+        """Speak to the person behind an update: their stored language, else Telegram's."""
+        user = update.effective_user
+        chat = update.effective_chat
+        profile = await context.services.residents.profile(user.id) if user else None
+        language = context.services.translator.resolve_language(
+            profile.language if profile else None, user.language_code if user else None
+        )
+        return cls(
+            context,
+            user_id=user.id if user else 0,
+            chat_id=chat.id if chat else None,
+            language=language,
+            profile=profile,
+            update=update,
+        )
+
+    @classmethod
+    def for_recipient(cls, context: BotContext, chat_id: int, language: str | None) -> Reply:
+        """Speak to someone outside of an update (outbox messages)."""
+        translator = context.services.translator
+        return cls(
+            context,
+            user_id=chat_id,
+            chat_id=chat_id,
+            language=translator.resolve_language(language, None),
+        )
+
+    @property
+    def consented(self) -> bool:
+        return self.profile is not None and self.profile.consented
+
+    def t(self, key: str, /, **params: object) -> str:
+        return self.context.services.translator.text(self.language, key, **params)
+
+    def label(self, key: str, /, **params: object) -> str:
+        """Plain text for buttons and toasts, which Telegram does not parse as HTML."""
+        return self.context.services.translator.label(self.language, key, **params)
+
+    def p(self, key: str, count: int, /, **params: object) -> str:
+        return self.context.services.translator.plural(self.language, key, count, **params)
+
+    def button(self, label: str, action: str, *args: int | str) -> InlineKeyboardButton:
+        data = self.context.services.callbacks.encode(self.user_id, action, *args)
+        return InlineKeyboardButton(label, callback_data=data)
+
+    async def send(
+        self, text: str, keyboard: list[list[InlineKeyboardButton]] | None = None
+    ) -> Message:
+        assert self.chat_id is not None
+        return await self.context.bot.send_message(
+            self.chat_id,
+            text,
+            parse_mode=ParseMode.HTML,
+            reply_markup=InlineKeyboardMarkup(keyboard) if keyboard else None,
+        )
+
+    async def show(
+        self, text: str, keyboard: list[list[InlineKeyboardButton]] | None = None
+    ) -> None:
+        """Replace the message whose button was pressed, or send a new one for a command."""
+        query = self.update.callback_query if self.update else None
+        if query is None or query.message is None or not isinstance(query.message, Message):
+            await self.send(text, keyboard)
+            return
+        try:
+            await query.edit_message_text(
+                text,
+                parse_mode=ParseMode.HTML,
+                reply_markup=InlineKeyboardMarkup(keyboard) if keyboard else None,
+            )
+        except BadRequest as exc:
+            if "not modified" not in exc.message.lower():
+                raise
+
+    async def toast(self, text: str | None = None, *, alert: bool = False) -> None:
+        """Answer the pressed button (Telegram shows a spinner until this is done)."""
+        query = self.update.callback_query if self.update else None
+        if query is not None:
+            await query.answer(text, show_alert=alert)
