@@ -1,0 +1,125 @@
+"""The `capacity-bot` command: run, demo, migrate, import."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from datetime import date
+from pathlib import Path
+
+from bot.settings import ConfigurationError, Settings, load_settings
+
+log = logging.getLogger("capacity_bot")
+
+EXIT_CONFIG = 2
+EXIT_BAD_FILE = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="capacity-bot",
+        description="Telegram bot for the participatory workshops of a digital-inclusion programme.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("run", help="run the bot with long polling (needs BOT_TOKEN)")
+    demo = commands.add_parser(
+        "demo", help="try the bot offline in this terminal (no token, no internet)"
+    )
+    demo.add_argument(
+        "--database",
+        default="sqlite+aiosqlite:///./data/demo.sqlite3",
+        help="database of the demo (default: %(default)s)",
+    )
+    commands.add_parser("migrate", help="bring the database schema up to date")
+    importer = commands.add_parser("import", help="import a catalogue YAML file")
+    importer.add_argument("file", type=Path, help="the catalogue file (see bot/catalogue/)")
+    return parser
+
+
+async def _migrate(settings: Settings) -> None:
+    from storage.db import Database
+    from storage.migrate import upgrade_to_head
+
+    database = Database(settings.database_url)
+    try:
+        await upgrade_to_head(database.engine)
+    finally:
+        await database.dispose()
+
+
+async def _import(settings: Settings, path: Path) -> str:
+    from bot.clock import SystemClock
+    from bot.services.catalogue_import import import_catalogue, load_catalogue
+    from storage.db import Database
+
+    catalogue = load_catalogue(
+        path,
+        default_language=settings.default_language,
+        tz=settings.tz,
+        today=SystemClock().now().astimezone(settings.tz).date(),
+    )
+    await _migrate(settings)
+    database = Database(settings.database_url)
+    try:
+        report = await import_catalogue(
+            database, catalogue, clock=SystemClock(), source_name=path.name
+        )
+    finally:
+        await database.dispose()
+    return report.summary()
+
+
+def _run(settings: Settings) -> None:
+    from telegram import Update
+
+    from bot.app import build_application
+
+    if settings.bot_token is None:
+        raise ConfigurationError(
+            "BOT_TOKEN is missing; expected a token from @BotFather "
+            "(to try the bot without one, run `capacity-bot demo`)"
+        )
+    asyncio.run(_migrate(settings))
+    application = build_application(settings)
+    log.info("starting the bot with long polling")
+    application.run_polling(allowed_updates=Update.ALL_TYPES)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        from bot.logs import configure_logging
+
+        configure_logging(settings.log_level, [settings.effective_token])
+        if args.command == "run":
+            _run(settings)
+        elif args.command == "migrate":
+            asyncio.run(_migrate(settings))
+            print("The database is up to date.")
+        elif args.command == "import":
+            from bot.services.catalogue_import import CatalogueError
+
+            try:
+                print(asyncio.run(_import(settings, args.file)))
+            except CatalogueError as exc:
+                for line in exc.lines:
+                    print(line, file=sys.stderr)
+                print("Nothing was imported.", file=sys.stderr)
+                return EXIT_BAD_FILE
+        elif args.command == "demo":
+            from bot.demo import run_demo
+
+            asyncio.run(run_demo(settings, args.database, today=date.today()))
+    except ConfigurationError as exc:
+        print(f"capacity-bot: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
