@@ -1,0 +1,54 @@
+"""Runs the emulator standalone: ``python -m emulator --port 8081 --token 123:ABC``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+
+from emulator.server import BotApiEmulator
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m emulator",
+        description="Telegram Bot API emulator with a side API (/_emulator/) to act as users.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081, help="0 picks a free port")
+    parser.add_argument("--token", default="123456:TEST-TOKEN")
+    parser.add_argument("--bot-username", default="capacity_test_bot")
+    parser.add_argument(
+        "--global-rate", type=float, default=None, help="messages/s over all chats (429 beyond)"
+    )
+    parser.add_argument(
+        "--per-chat-rate", type=float, default=None, help="messages/s in one chat (429 beyond)"
+    )
+    return parser.parse_args()
+
+
+async def serve(arguments: argparse.Namespace) -> None:
+    emulator = BotApiEmulator(
+        token=arguments.token,
+        host=arguments.host,
+        port=arguments.port,
+        global_rate=arguments.global_rate,
+        per_chat_rate=arguments.per_chat_rate,
+        bot_username=arguments.bot_username,
+    )
+    await emulator.start()
+    print(f"Bot API emulator: base_url={emulator.base_url}  token={emulator.token}", flush=True)
+    print(f"Side API: {emulator.side_url}/_emulator/  (Ctrl+C stops)", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await emulator.stop()
+
+
+def main() -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(parse_arguments()))
+
+
+if __name__ == "__main__":
+    main()
