@@ -16,7 +16,7 @@ def parse_arguments() -> argparse.Namespace:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081, help="0 picks a free port")
-    parser.add_argument("--token", default="123456:TEST-TOKEN")
+    parser.add_argument("--token", default="123456:TEST-TOKEN-of-the-bot-api-emulator")
     parser.add_argument("--bot-username", default="capacity_test_bot")
     parser.add_argument(
         "--global-rate", type=float, default=None, help="messages/s over all chats (429 beyond)"

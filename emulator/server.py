@@ -21,7 +21,7 @@ class BotApiEmulator:
     def __init__(
         self,
         *,
-        token: str = "123456:TEST-TOKEN",
+        token: str = "123456:TEST-TOKEN-of-the-bot-api-emulator",
         host: str = "127.0.0.1",
         port: int = 0,
         global_rate: float | None = None,

@@ -182,7 +182,11 @@ def workshop_card(r: Reply, card: WorkshopCard, back: tuple[int, int, int]) -> t
         lines.append(r.p("workshop.seats_left", summary.seats_left))
         keyboard.append([r.button(r.t("workshop.register"), "register", workshop_id, *back)])
     else:
-        lines.append(r.p("workshop.full", card.waitlist_length))
+        lines.append(
+            r.p("workshop.full", card.waitlist_length)
+            if card.waitlist_length
+            else r.t("workshop.full_nobody_waiting")
+        )
         keyboard.append([r.button(r.t("workshop.join_waitlist"), "register", workshop_id, *back)])
     keyboard.append([r.button(r.t("workshop.map"), "venue", workshop_id)])
     keyboard.append([r.button(r.t("workshop.back"), "list", *back)])
@@ -218,7 +222,7 @@ def my_places(r: Reply, places: list[MyPlace]) -> tuple[str, Keyboard]:
     keyboard: Keyboard = [
         [
             r.button(
-                r.label("mine.cancel", title=_short(translator.localized(p.title, r.language), 30)),
+                r.label("mine.cancel", title=_short(translator.localized(p.title, r.language), 26)),
                 "cancel_ask",
                 p.workshop_id,
                 1,

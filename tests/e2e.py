@@ -1,0 +1,41 @@
+"""Harness for end-to-end tests: the real bot, over real HTTP, against the Bot API emulator."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from bot.app import build_application
+from bot.clock import ManualClock
+from bot.context import BotApplication, Services
+from bot.runner import running
+from bot.settings import Settings, load_settings
+from emulator.client import EmulatorClient
+from emulator.server import BotApiEmulator
+
+
+def settings_for(emulator: BotApiEmulator, database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "bot_token": emulator.token,
+        "telegram_base_url": emulator.base_url,
+        "database_url": database_url,
+        "rate_limit_per_second": 0,
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+@asynccontextmanager
+async def bot_running(settings: Settings, clock: ManualClock) -> AsyncIterator[BotApplication]:
+    async with running(build_application(settings, clock=clock)) as application:
+        yield application
+
+
+def services_of(application: BotApplication) -> Services:
+    return application.bot_data["services"]
+
+
+@asynccontextmanager
+async def emulator_and_client() -> AsyncIterator[tuple[BotApiEmulator, EmulatorClient]]:
+    async with BotApiEmulator() as emulator, EmulatorClient(emulator.side_url) as client:
+        yield emulator, client
