@@ -1,0 +1,57 @@
+# Two commands set everything up on a fresh clone: `make run` and `make test`.
+# Both create the virtual environment in .venv and install the project on first use.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run demo test test-sqlite lint migrate clean
+
+$(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "capacity-bot needs Python 3.11 or newer (found: $$($(PYTHON) --version))"; exit 1; }
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "Installing python3-venv (Debian ships venv separately)"; \
+			apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && \
+			rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); \
+		else \
+			echo "Cannot create a virtual environment: install python3-venv (sudo apt-get install python3-venv)"; \
+			exit 1; \
+		fi; }
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $(INSTALLED)
+
+# The real bot when BOT_TOKEN is set (environment or .env), the offline demo otherwise.
+run: $(INSTALLED)
+	@if [ -n "$$BOT_TOKEN" ] || grep -qsE '^BOT_TOKEN=.+' .env; then \
+		echo "BOT_TOKEN is set: starting the real bot (long polling)."; \
+		exec $(BIN)/capacity-bot run; \
+	else \
+		echo "BOT_TOKEN is not set: starting the offline demo (no Telegram needed)."; \
+		exec $(BIN)/capacity-bot demo; \
+	fi
+
+demo: $(INSTALLED)
+	$(BIN)/capacity-bot demo
+
+# Every storage and end-to-end test runs on SQLite and on PostgreSQL (TEST_POSTGRES_URL,
+# default postgresql+asyncpg://postgres@127.0.0.1:5432/test). With CI=true a missing
+# PostgreSQL fails the run.
+test: $(INSTALLED)
+	$(BIN)/python -m pytest
+
+test-sqlite: $(INSTALLED)
+	$(BIN)/python -m pytest -k "not postgresql"
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+migrate: $(INSTALLED)
+	$(BIN)/capacity-bot migrate
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
