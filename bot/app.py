@@ -54,7 +54,7 @@ def build_application(settings: Settings, *, clock: Clock | None = None) -> BotA
         for language, commands in command_menus(translator).items():
             await application.bot.set_my_commands(commands, language_code=language)
         if application.job_queue is not None:
-            schedule_delivery(application.job_queue, render_notice)
+            schedule_delivery(application.job_queue, render_notice, settings.outbox_sweep_seconds)
         log.info("bot ready as @%s", application.bot.username)
 
     async def post_shutdown(application: BotApplication) -> None:

@@ -25,7 +25,6 @@ NoticeRenderer = Callable[[BotContext, ClaimedMessage], Awaitable[dict[str, Any]
 log = logging.getLogger(__name__)
 
 JOB_NAME = "outbox-delivery"
-SWEEP_INTERVAL_S = 5.0
 BATCH = 50
 
 
@@ -66,10 +65,12 @@ async def deliver_outbox(context: BotContext) -> None:
             return
 
 
-def schedule_delivery(job_queue: JobQueue, render_notice: NoticeRenderer) -> None:
+def schedule_delivery(
+    job_queue: JobQueue, render_notice: NoticeRenderer, interval_s: float
+) -> None:
     """The periodic sweep: catches up after a restart or an outage of the Bot API."""
     job_queue.run_repeating(
-        deliver_outbox, interval=SWEEP_INTERVAL_S, first=1.0, name=JOB_NAME, data=render_notice
+        deliver_outbox, interval=interval_s, first=0.1, name=JOB_NAME, data=render_notice
     )
 
 

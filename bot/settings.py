@@ -26,6 +26,7 @@ EXPECTED = {
     "timezone": "an IANA time zone such as Europe/Paris",
     "log_level": "one of DEBUG, INFO, WARNING, ERROR",
     "rate_limit_per_second": "a number of messages per second from 0 (off) to 30",
+    "outbox_sweep_seconds": "a number of seconds above 0, at most 300",
 }
 
 
@@ -45,6 +46,8 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Overall pace of outgoing calls (Telegram allows about 30 messages per second); 0 = off.
     rate_limit_per_second: float = Field(default=30, ge=0, le=30)
+    # How often the outbox is swept for due messages (they are also sent at once when queued).
+    outbox_sweep_seconds: float = Field(default=5.0, gt=0, le=300)
     demo_token: SecretStr = Field(default=SecretStr("123456:DEMO-TOKEN-not-a-real-one-0000"))
 
     @field_validator("bot_token", mode="before")

@@ -1,0 +1,105 @@
+"""The capacity-bot command as an operator uses it: real processes, real exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from emulator.client import EmulatorClient
+from emulator.server import BotApiEmulator
+
+TOKEN = "424242:SECRET-token-that-must-never-be-logged"
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("BOT_TOKEN", "DATABASE_URL")}
+    env["DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path}/bot.sqlite3"
+    env.update(extra)
+    return env
+
+
+async def _cli(tmp_path: Path, *args: str, **env: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.cli",
+        *args,
+        cwd=tmp_path,
+        env=_env(tmp_path, **env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "named"),
+    [
+        ("DATABASE_URL", "mysql://localhost/x", "DATABASE_URL"),
+        ("TIMEZONE", "Mars/Olympus", "TIMEZONE"),
+        ("ADMIN_CHAT_ID", "the-channel", "ADMIN_CHAT_ID"),
+        ("DEFAULT_LANGUAGE", "de", "DEFAULT_LANGUAGE"),
+        ("BOT_TOKEN", "not-a-token-SECRET", "BOT_TOKEN"),
+        ("TELEGRAM_BASE_URL", "ftp://example", "TELEGRAM_BASE_URL"),
+    ],
+)
+async def test_a_bad_setting_is_one_line_naming_it_and_exit_2(tmp_path, setting, value, named):
+    code, _, err = await _cli(tmp_path, "migrate", **{setting: value})
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0] and "expected" in lines[0]
+    assert "Traceback" not in err and "SECRET" not in err
+
+
+async def test_run_without_a_token_says_how_to_try_the_demo(tmp_path):
+    code, _, err = await _cli(tmp_path, "run")
+    assert code == 2 and "BOT_TOKEN" in err and "demo" in err
+
+
+async def test_migrate_creates_the_sqlite_file_on_first_run(tmp_path):
+    code, out, _ = await _cli(tmp_path, "migrate", DATABASE_URL="sqlite+aiosqlite:///./data/x.db")
+    assert code == 0 and "up to date" in out
+    assert (tmp_path / "data" / "x.db").exists()
+
+
+async def test_import_reports_bad_rows_and_imports_nothing(tmp_path):
+    bad = tmp_path / "catalogue.yaml"
+    bad.write_text(
+        "territories:\n  - key: ok\n    name: Montreynaud\n  - key: Bad Key\n    name: x\n"
+    )
+    code, _, err = await _cli(tmp_path, "import", str(bad))
+    assert code == 1
+    assert "catalogue.yaml: territories[2] (key=Bad Key): key:" in err
+    assert "Nothing was imported." in err
+
+
+async def test_run_with_long_polling_never_logs_the_token_and_stops_on_sigint(tmp_path):
+    async with BotApiEmulator(token=TOKEN) as emulator, EmulatorClient(emulator.side_url) as client:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "run",
+            cwd=tmp_path,
+            env=_env(
+                tmp_path, BOT_TOKEN=TOKEN, TELEGRAM_BASE_URL=emulator.base_url, LOG_LEVEL="DEBUG"
+            ),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        user = client.user(77, "Ines", "fr")
+        await user.send("/start")
+        welcome = await user.wait_message(timeout=30)
+        assert "Bonjour" in welcome.text
+        process.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(process.communicate(), timeout=30)
+    logs = out.decode() + err.decode()
+    assert process.returncode == 0, logs[-2000:]
+    assert "bot ready" in logs
+    assert TOKEN not in logs and TOKEN.split(":")[1] not in logs
