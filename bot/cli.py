@@ -9,6 +9,8 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from sqlalchemy.exc import DBAPIError
+
 from bot.settings import ConfigurationError, Settings, load_settings
 
 log = logging.getLogger("capacity_bot")
@@ -115,6 +117,14 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(run_demo(settings, args.database, today=date.today()))
     except ConfigurationError as exc:
         print(f"capacity-bot: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (OSError, DBAPIError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        print(
+            f"capacity-bot: DATABASE_URL: cannot open the database ({reason}); "
+            "expected a reachable database (is the server running?)",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130

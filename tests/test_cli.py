@@ -57,6 +57,14 @@ async def test_a_bad_setting_is_one_line_naming_it_and_exit_2(tmp_path, setting,
     assert "Traceback" not in err and "SECRET" not in err
 
 
+async def test_an_unreachable_database_is_one_line(tmp_path):
+    code, _, err = await _cli(
+        tmp_path, "migrate", DATABASE_URL="postgresql+asyncpg://nobody@127.0.0.1:1/none"
+    )
+    assert code == 2
+    assert err.count("\n") == 1 and "DATABASE_URL" in err and "Traceback" not in err
+
+
 async def test_run_without_a_token_says_how_to_try_the_demo(tmp_path):
     code, _, err = await _cli(tmp_path, "run")
     assert code == 2 and "BOT_TOKEN" in err and "demo" in err
