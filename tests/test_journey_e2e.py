@@ -331,3 +331,17 @@ async def test_fifty_residents_tap_register_at_once_for_the_last_five_seats(
             )
         )
     assert sorted(positions) == list(range(1, 46))
+
+
+async def test_help_and_privacy_answer_before_and_after_consent(world: World, bot: None) -> None:
+    ivy = world.client.user(9001, "Ivy", "en")
+    await ivy.send("/privacy")
+    notice = await ivy.wait_message()
+    assert "Your personal data" in notice.text and "12 months" in notice.text
+    await ivy.send("/help")
+    help_before = await ivy.wait_message()
+    assert "Yes, I agree" in help_before.button_texts()[0]
+    await consent_and_choose(ivy, "Yes", "English")
+    await ivy.send("/help")
+    help_after = await ivy.wait_message()
+    assert "See the workshops" in " ".join(help_after.button_texts())
