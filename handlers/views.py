@@ -20,7 +20,14 @@ def _escape_html(text: str) -> str:
 
 
 def _short(text: str, limit: int = BUTTON_TITLE_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    """Shorten a title for a button, at a word boundary when there is one."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,:;-") + "…"
 
 
 def consent_prompt(r: Reply) -> tuple[str, Keyboard]:

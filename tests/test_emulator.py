@@ -413,7 +413,7 @@ async def test_per_chat_and_global_rate_limits(bot: telegram.Bot, client: Emulat
     await client.register(*users)
     await client.configure(per_chat_rate=1)
     await bot.send_message(2000, "one")
-    with pytest.raises(RetryAfter, match="Retry in 1 seconds"):
+    with pytest.raises(RetryAfter, match="Retry in"):
         await bot.send_message(2000, "two")
     await bot.send_message(2001, "other chat is free")
 
