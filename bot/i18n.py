@@ -1,6 +1,7 @@
 """Translations: catalogs from `locales/`, CLDR plural forms and dates through Babel.
 
-A catalog is a YAML tree flattened into dotted keys. A message with plural forms is a mapping
+Each language has a folder (`locales/fr/`) with one YAML file per feature. A file is a YAML
+tree flattened into dotted keys. A message with plural forms is a mapping
 of CLDR plural categories (zero, one, two, few, many, other), chosen with Babel's rules for the
 language: Arabic uses all six. Parameters are `{name}` placeholders; string parameters are
 HTML-escaped because every message is sent with parse_mode HTML.
@@ -53,6 +54,18 @@ def _flatten(tree: dict[str, Any], prefix: str, out: dict[str, Message], source:
             raise CatalogError(f"{source.name}: {dotted}: expected text or a mapping")
 
 
+def load_language(directory: Path) -> dict[str, Message]:
+    """All catalog files of one language (one file per feature), merged; keys must be unique."""
+    messages: dict[str, Message] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        catalog = load_catalog(path)
+        clash = sorted(set(catalog) & set(messages))
+        if clash:
+            raise CatalogError(f"{directory.name}/{path.name}: keys defined twice: {clash}")
+        messages.update(catalog)
+    return messages
+
+
 def load_catalog(path: Path) -> dict[str, Message]:
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -84,7 +97,11 @@ class Translator:
 
     @classmethod
     def load(cls, default_language: str = "fr", directory: Path = LOCALES_DIR) -> Translator:
-        catalogs = {path.stem: load_catalog(path) for path in sorted(directory.glob("*.yaml"))}
+        catalogs = {
+            path.name: load_language(path)
+            for path in sorted(directory.iterdir())
+            if path.is_dir() and path.name in LANGUAGE_NAMES
+        }
         if default_language not in catalogs:
             raise CatalogError(f"no catalog for the default language {default_language!r}")
         return cls(catalogs, default_language)

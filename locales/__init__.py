@@ -1,4 +1,4 @@
-"""Message catalogs, one YAML file per language (fr is the reference)."""
+"""Message catalogs: one folder per language (fr is the reference), one YAML file per feature."""
 
 from pathlib import Path
 

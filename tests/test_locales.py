@@ -20,7 +20,7 @@ import pytest
 from babel import Locale
 from babel.dates import format_datetime
 
-from bot.i18n import LANGUAGE_NAMES, Message, Translator, load_catalog, placeholders
+from bot.i18n import LANGUAGE_NAMES, Message, Translator, load_language, placeholders
 from locales import LOCALES_DIR
 
 REFERENCE = "fr"
@@ -79,7 +79,7 @@ DUMMY = "Atelier « smartphone » <débutants> & co — 12 rue de la République
 
 @cache
 def catalog(language: str) -> dict[str, Message]:
-    return load_catalog(LOCALES_DIR / f"{language}.yaml")
+    return load_language(LOCALES_DIR / language)
 
 
 @cache
@@ -159,14 +159,19 @@ def is_button(key: str) -> bool:
 
 
 def test_every_offered_language_has_a_catalog_and_no_other() -> None:
-    assert {path.stem for path in LOCALES_DIR.glob("*.yaml")} == set(LANGUAGES)
+    folders = {path.name for path in LOCALES_DIR.iterdir() if path.is_dir() and path.name[0] != "_"}
+    assert folders == set(LANGUAGES)
+    files = {
+        lang: sorted(p.name for p in (LOCALES_DIR / lang).glob("*.yaml")) for lang in LANGUAGES
+    }
+    assert all(names == files[REFERENCE] for names in files.values()), files
 
 
 @pytest.mark.parametrize("language", OTHERS)
 def test_same_keys_as_french(language: str) -> None:
     reference, other = catalog(REFERENCE), catalog(language)
-    assert sorted(set(reference) - set(other)) == [], f"missing in {language}.yaml"
-    assert sorted(set(other) - set(reference)) == [], f"unknown to fr.yaml, in {language}.yaml"
+    assert sorted(set(reference) - set(other)) == [], f"missing in {language}/"
+    assert sorted(set(other) - set(reference)) == [], f"unknown to fr/, in {language}/"
     kinds = {
         key: (isinstance(reference[key], dict), isinstance(other[key], dict)) for key in reference
     }
