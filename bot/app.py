@@ -18,6 +18,7 @@ from bot.ordering import PerPersonUpdateProcessor
 from bot.services.outbox import Outbox
 from bot.services.registration import RegistrationService
 from bot.services.residents import ResidentService
+from bot.services.staff import StaffService
 from bot.services.workshops import WorkshopCatalogue
 from bot.settings import Settings
 from handlers import command_menus, register_handlers
@@ -40,6 +41,7 @@ def build_services(settings: Settings, clock: Clock, translator: Translator) -> 
         catalogue=WorkshopCatalogue(db, clock),
         registrations=RegistrationService(db, clock),
         outbox=Outbox(db, clock, worker_id),
+        staff=StaffService(db, clock),
     )
 
 
@@ -51,6 +53,7 @@ def build_application(settings: Settings, *, clock: Clock | None = None) -> BotA
     async def post_init(application: BotApplication) -> None:
         services = build_services(settings, clock, translator)
         application.bot_data[SERVICES_KEY] = services
+        await services.staff.seed(settings.staff)
         for language, commands in command_menus(translator).items():
             await application.bot.set_my_commands(commands, language_code=language)
         if application.job_queue is not None:

@@ -39,6 +39,20 @@ ACTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "help": ("h", ()),
 }
 _NAMES = {code: name for name, (code, _) in ACTIONS.items()}
+_KINDS = frozenset({"id", "flag", "lang"})
+
+
+def define_actions(actions: dict[str, tuple[str, tuple[str, ...]]]) -> None:
+    """Let a feature module declare its buttons (at import); names and codes must be new."""
+    for name, (code, kinds) in actions.items():
+        if name in ACTIONS or code in _NAMES:
+            raise ValueError(f"callback action {name!r} or code {code!r} already defined")
+        if "|" in code or not set(kinds) <= _KINDS:
+            raise ValueError(f"callback action {name!r}: bad code or argument kinds")
+        ACTIONS[name] = (code, kinds)
+        _NAMES[code] = name
+
+
 LANGUAGES = frozenset({"fr", "en", "ar"})
 
 

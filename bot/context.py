@@ -12,6 +12,7 @@ from bot.i18n import Translator
 from bot.services.outbox import Outbox
 from bot.services.registration import RegistrationService
 from bot.services.residents import ResidentService
+from bot.services.staff import StaffService
 from bot.services.workshops import WorkshopCatalogue
 from bot.settings import Settings
 from storage.db import Database
@@ -32,6 +33,7 @@ class Services:
     catalogue: WorkshopCatalogue
     registrations: RegistrationService
     outbox: Outbox
+    staff: StaffService
 
 
 class BotContext(CallbackContext[ExtBot[None], dict, dict, dict]):

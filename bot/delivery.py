@@ -10,17 +10,42 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.ext import JobQueue
 
 from bot.context import BotContext
 from bot.services.outbox import ClaimedMessage
 
-# Turns a claimed row into send_message arguments, or None when it became pointless.
-NoticeRenderer = Callable[[BotContext, ClaimedMessage], Awaitable[dict[str, Any] | None]]
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One Bot API send of a rendered outbox message (a text, a venue, a calendar file)."""
+
+    method: str  # a telegram.Bot method: send_message, send_venue, send_document...
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def message(
+        cls, text: str, keyboard: list[list[InlineKeyboardButton]] | None = None
+    ) -> Outgoing:
+        return cls(
+            "send_message",
+            {
+                "text": text,
+                "parse_mode": ParseMode.HTML,
+                "reply_markup": InlineKeyboardMarkup(keyboard) if keyboard else None,
+            },
+        )
+
+
+# Turns a claimed row into the sends to make, or None when it became pointless.
+NoticeRenderer = Callable[[BotContext, ClaimedMessage], Awaitable[list[Outgoing] | None]]
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +65,21 @@ async def deliver_outbox(context: BotContext) -> None:
             if message.chat_id is None or not message.resident_active:
                 await outbox.drop(message.id, "recipient unreachable or without consent")
                 continue
-            rendered = await render_notice(context, message)
-            if rendered is None:
+            sends = await render_notice(context, message)
+            if not sends:
                 await outbox.drop(message.id, "no longer relevant")
                 continue
             try:
-                await context.bot.send_message(message.chat_id, **rendered)
+                # A message made of several sends is retried whole: at least once, as a unit.
+                for send in sends:
+                    await getattr(context.bot, send.method)(message.chat_id, **send.kwargs)
             except RetryAfter as exc:
                 delay = exc.retry_after
                 seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
                 await outbox.postpone(message.id, timedelta(seconds=seconds))
             except Forbidden:
-                await services.residents.mark_unreachable(message.resident_id)
+                if message.resident_id is not None:
+                    await services.residents.mark_unreachable(message.resident_id)
                 await outbox.drop(message.id, "blocked by the recipient")
             except BadRequest as exc:
                 log.warning("outbox %s (%s) refused by Telegram: %s", message.id, message.kind, exc)

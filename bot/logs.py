@@ -32,3 +32,8 @@ def configure_logging(level: str, secrets: list[str]) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Database drivers log statements with their parameters, which hold personal data.
+    for name in ("aiosqlite", "asyncpg", "sqlalchemy.engine", "sqlalchemy.pool"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # python-telegram-bot logs whole updates and request parameters (message texts) at DEBUG.
+    logging.getLogger("telegram").setLevel(max(root.level, logging.INFO))

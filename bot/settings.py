@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from datetime import time, timedelta
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -27,7 +28,81 @@ EXPECTED = {
     "log_level": "one of DEBUG, INFO, WARNING, ERROR",
     "rate_limit_per_second": "a number of messages per second from 0 (off) to 30",
     "outbox_sweep_seconds": "a number of seconds above 0, at most 300",
+    "reminder_offsets": "durations before a workshop separated by commas, such as 24h,2h",
+    "quiet_hours": "a range of local times such as 21:00-08:00, or off",
+    "survey_delay": "a duration after the end of a workshop, such as 2h",
+    "poll_open_for": "a duration, such as 48h",
+    "follow_up_after": "a duration, such as 30d",
+    "staff": "role:telegram_id pairs separated by commas, roles mediator, facilitator, coordinator",
+    "channel_notices": "kinds separated by commas among registrations, cancellations, promotions, responses (or none)",
 }
+
+
+_DURATION_PART = re.compile(r"(\d+)\s*([dhm])")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+STAFF_ROLES = ("mediator", "facilitator", "coordinator")
+CHANNEL_NOTICE_KINDS = ("registrations", "cancellations", "promotions", "responses")
+
+
+def parse_duration(text: str) -> timedelta:
+    """'2h', '90m', '1d', '1h30m' -> timedelta (what operators write in settings)."""
+    compact = text.strip().lower().replace(" ", "")
+    parts = _DURATION_PART.findall(compact)
+    if not compact or "".join(n + u for n, u in parts) != compact:
+        raise ValueError(f"{text!r} is not a duration like 2h, 90m or 1d")
+    return sum((timedelta(**{_UNITS[u]: int(n)}) for n, u in parts), timedelta())
+
+
+def _duration(value: object) -> object:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+def _durations(value: object) -> object:
+    if isinstance(value, str):
+        offsets = [parse_duration(part) for part in value.split(",") if part.strip()]
+        if not offsets or len(set(offsets)) != len(offsets) or min(offsets) <= timedelta(0):
+            raise ValueError("give distinct positive durations separated by commas")
+        return tuple(sorted(offsets, reverse=True))
+    return value
+
+
+def _quiet_hours(value: object) -> object:
+    if isinstance(value, str):
+        if value.strip().lower() in ("", "off", "none"):
+            return None
+        match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", value)
+        if not match:
+            raise ValueError("not a range like 21:00-08:00")
+        h1, m1, h2, m2 = (int(g) for g in match.groups())
+        if h1 > 23 or h2 > 23 or m1 > 59 or m2 > 59 or (h1, m1) == (h2, m2):
+            raise ValueError("not a range like 21:00-08:00")
+        return (time(h1, m1), time(h2, m2))
+    return value
+
+
+def _staff(value: object) -> object:
+    if isinstance(value, str):
+        entries = []
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            role, _, user_id = part.partition(":")
+            if role.strip() not in STAFF_ROLES or not user_id.strip().isdigit():
+                raise ValueError(f"{part!r} is not role:telegram_id")
+            entries.append((role.strip(), int(user_id)))
+        return tuple(entries)
+    return value
+
+
+def _kinds(value: object) -> object:
+    if isinstance(value, str):
+        kinds = tuple(k.strip() for k in value.split(",") if k.strip())
+        unknown = [k for k in kinds if k not in CHANNEL_NOTICE_KINDS and k != "none"]
+        if unknown:
+            raise ValueError(f"unknown kinds {unknown}")
+        return tuple(k for k in kinds if k != "none")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
 class ConfigurationError(Exception):
@@ -48,6 +123,26 @@ class Settings(BaseSettings):
     rate_limit_per_second: float = Field(default=30, ge=0, le=30)
     # How often the outbox is swept for due messages (they are also sent at once when queued).
     outbox_sweep_seconds: float = Field(default=5.0, gt=0, le=300)
+    # Reminders: how long before a workshop, and local hours when nobody is disturbed.
+    reminder_offsets: Annotated[tuple[timedelta, ...], NoDecode, BeforeValidator(_durations)] = (
+        timedelta(hours=24),
+        timedelta(hours=2),
+    )
+    quiet_hours: Annotated[tuple[time, time] | None, NoDecode, BeforeValidator(_quiet_hours)] = (
+        time(21, 0),
+        time(8, 0),
+    )
+    # Surveys: the poll goes out after a workshop, closes later with a digest to the channel,
+    # and attendees get one follow-up question after a month.
+    survey_delay: Duration = timedelta(hours=2)
+    poll_open_for: Duration = timedelta(hours=48)
+    follow_up_after: Duration = timedelta(days=30)
+    # First staff members (issue: roles), e.g. "coordinator:123456,facilitator:789".
+    staff: Annotated[tuple[tuple[str, int], ...], NoDecode, BeforeValidator(_staff)] = ()
+    # What the facilitators' channel is told about as it happens.
+    channel_notices: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_kinds)] = (
+        CHANNEL_NOTICE_KINDS
+    )
     demo_token: SecretStr = Field(default=SecretStr("123456:DEMO-TOKEN-not-a-real-one-0000"))
 
     @field_validator("bot_token", mode="before")

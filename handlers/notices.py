@@ -1,33 +1,49 @@
-"""Rendering of outbox messages, in the recipient's language at the moment of sending."""
+"""Rendering of outbox messages, in the recipient's language at the moment of sending.
+
+Each feature registers a renderer for the kinds of message it queues (`@renders("kind")`).
+A renderer returns what to send, or None when the message became pointless (a reminder for a
+cancelled registration, a notice about a workshop that was called off): it is then dropped.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
 
-from telegram import InlineKeyboardMarkup
-from telegram.constants import ParseMode
-
-from bot.context import BotContext, Services
+from bot.context import BotContext
+from bot.delivery import Outgoing
 from bot.services.outbox import ClaimedMessage
 from bot.services.registration import PROMOTION_NOTICE
 from handlers import views
 from handlers.common import Reply
 
+NoticeRenderer = Callable[[BotContext, ClaimedMessage], Awaitable[list[Outgoing] | None]]
+_RENDERERS: dict[str, NoticeRenderer] = {}
 
-async def render_notice(context: BotContext, message: ClaimedMessage) -> dict[str, Any] | None:
-    """Keyword arguments for send_message, or None when the message became pointless."""
+
+def renders(kind: str) -> Callable[[NoticeRenderer], NoticeRenderer]:
+    def register(renderer: NoticeRenderer) -> NoticeRenderer:
+        if kind in _RENDERERS:
+            raise ValueError(f"a renderer for {kind!r} is already registered")
+        _RENDERERS[kind] = renderer
+        return renderer
+
+    return register
+
+
+async def render_notice(context: BotContext, message: ClaimedMessage) -> list[Outgoing] | None:
+    renderer = _RENDERERS.get(message.kind)
+    if renderer is None:
+        raise ValueError(f"no renderer for outbox messages of kind {message.kind!r}")
+    return await renderer(context, message)
+
+
+@renders(PROMOTION_NOTICE)
+async def _promotion(context: BotContext, message: ClaimedMessage) -> list[Outgoing] | None:
     assert message.chat_id is not None
-    services: Services = context.services
+    card = await context.services.catalogue.card(
+        int(message.payload["workshop_id"]), message.chat_id
+    )
+    if card is None or card.my_status != "confirmed" or not card.is_open:
+        return None
     r = Reply.for_recipient(context, message.chat_id, message.language)
-    if message.kind == PROMOTION_NOTICE:
-        card = await services.catalogue.card(int(message.payload["workshop_id"]), message.chat_id)
-        if card is None or card.my_status != "confirmed" or not card.is_open:
-            return None
-        text, keyboard = views.promotion_notice(r, card)
-    else:
-        raise ValueError(f"unknown outbox message kind {message.kind!r}")
-    return {
-        "text": text,
-        "parse_mode": ParseMode.HTML,
-        "reply_markup": InlineKeyboardMarkup(keyboard),
-    }
+    return [Outgoing.message(*views.promotion_notice(r, card))]

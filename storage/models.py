@@ -7,7 +7,8 @@ position. Services rely on these constraints as the last line of defence against
 
 from __future__ import annotations
 
-from datetime import datetime
+import secrets
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -16,6 +17,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     Float,
     ForeignKey,
     Index,
@@ -48,6 +50,7 @@ class Base(DeclarativeBase):
         datetime: UTCDateTime(),
         LocalizedText: JSON(),
         dict[str, Any]: JSON(),
+        list[str]: JSON(),
     }
 
 
@@ -68,6 +71,33 @@ class OutboxStatus(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     DROPPED = "dropped"
+
+
+class AttendanceSource(StrEnum):
+    CODE = "code"  # the participant sent /checkin CODE
+    BUTTON = "button"  # the participant tapped the check-in button during the workshop
+    ROLL = "roll"  # a facilitator ticked them in /attendance
+
+
+class StaffRole(StrEnum):
+    MEDIATOR = "mediator"
+    FACILITATOR = "facilitator"
+    COORDINATOR = "coordinator"
+
+
+class ParticipationStatus(StrEnum):
+    INVITED = "invited"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    DECLINED = "declined"
+
+
+# Check-in codes are read aloud and typed on phones: no 0/O, 1/I/L.
+CHECKIN_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+
+
+def new_checkin_code() -> str:
+    return "".join(secrets.choice(CHECKIN_ALPHABET) for _ in range(5))
 
 
 def _in(values: type[StrEnum]) -> str:
@@ -140,6 +170,8 @@ class Workshop(Base):
     status: Mapped[str] = mapped_column(
         String(16), default=WorkshopStatus.SCHEDULED, server_default=WorkshopStatus.SCHEDULED
     )
+    # Shown to the facilitator, sent by participants with /checkin to be marked present.
+    checkin_code: Mapped[str] = mapped_column(String(8), default=new_checkin_code)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -204,12 +236,25 @@ class Registration(Base):
     # Ticket drawn from Workshop.waitlist_seq when the person joined the waitlist.
     waitlist_position: Mapped[int | None] = mapped_column(Integer)
     promoted_at: Mapped[datetime | None]
+    # The person answered "I'm coming" to a reminder.
+    coming_confirmed_at: Mapped[datetime | None]
+    # Attendance: who came, how it was recorded, and by which facilitator for a roll call.
+    attended_at: Mapped[datetime | None]
+    attendance_source: Mapped[str | None] = mapped_column(String(16))
+    attendance_marked_by: Mapped[int | None] = mapped_column(BigInteger)
 
     workshop: Mapped[Workshop] = relationship(lazy="raise")
     resident: Mapped[Resident] = relationship(lazy="raise")
 
     __table_args__ = (
         CheckConstraint(f"status IN ({_in(RegistrationStatus)})", name="status_known"),
+        CheckConstraint(
+            f"attendance_source IS NULL OR attendance_source IN ({_in(AttendanceSource)})",
+            name="attendance_source_known",
+        ),
+        CheckConstraint(
+            "(attended_at IS NULL) = (attendance_source IS NULL)", name="attendance_has_source"
+        ),
         CheckConstraint(
             "(status = 'waitlisted') = (waitlist_position IS NOT NULL)",
             name="waitlist_position_iff_waitlisted",
@@ -248,7 +293,10 @@ class OutboxMessage(Base):
     __tablename__ = "outbox"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    resident_id: Mapped[int] = mapped_column(ForeignKey("residents.id", ondelete="CASCADE"))
+    # A resident (their chat and language are read at send time) or a fixed chat, such as
+    # the facilitators' channel.
+    resident_id: Mapped[int | None] = mapped_column(ForeignKey("residents.id", ondelete="CASCADE"))
+    chat_id: Mapped[int | None] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Makes a repeated decision (a retried transaction, a re-run sweep) enqueue nothing new.
@@ -268,6 +316,147 @@ class OutboxMessage(Base):
     __table_args__ = (
         CheckConstraint(f"status IN ({_in(OutboxStatus)})", name="status_known"),
         CheckConstraint("attempts >= 0", name="attempts_non_negative"),
+        CheckConstraint("resident_id IS NOT NULL OR chat_id IS NOT NULL", name="has_recipient"),
         Index("ix_outbox_status_not_before", "status", "not_before"),
         Index("ix_outbox_resident_id", "resident_id"),
     )
+
+
+class StaffMember(Base):
+    """A role held by a Telegram user: mediators, facilitators and coordinators."""
+
+    __tablename__ = "staff_roles"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    telegram_id: Mapped[int] = mapped_column(BigInteger)
+    role: Mapped[str] = mapped_column(String(16))
+    # None when the role comes from the STAFF setting.
+    granted_by: Mapped[int | None] = mapped_column(BigInteger)
+    granted_at: Mapped[datetime]
+
+    __table_args__ = (
+        CheckConstraint(f"role IN ({_in(StaffRole)})", name="role_known"),
+        Index("uq_staff_roles_person_role", "telegram_id", "role", unique=True),
+    )
+
+
+class SurveyRun(Base):
+    """One occurrence of a survey: the poll of one workshop, or an always-open survey."""
+
+    __tablename__ = "survey_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    survey_key: Mapped[str] = mapped_column(String(64))
+    workshop_id: Mapped[int | None] = mapped_column(ForeignKey("workshops.id"))
+    opened_at: Mapped[datetime]
+    closes_at: Mapped[datetime | None]
+    digest_sent_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index(
+            "uq_survey_runs_survey_workshop",
+            "survey_key",
+            "workshop_id",
+            unique=True,
+            sqlite_where=text("workshop_id IS NOT NULL"),
+            postgresql_where=text("workshop_id IS NOT NULL"),
+        ),
+        Index(
+            "uq_survey_runs_open_survey",
+            "survey_key",
+            unique=True,
+            sqlite_where=text("workshop_id IS NULL"),
+            postgresql_where=text("workshop_id IS NULL"),
+        ),
+        Index("ix_survey_runs_closes_at", "closes_at"),
+    )
+
+
+class SurveyParticipation(Base):
+    """That a person was asked, and where they are in the survey.
+
+    For an anonymous survey this is the only link to the person: the answers live in an
+    answer set without a resident, and the pointer to it is cleared when the person finishes.
+    """
+
+    __tablename__ = "survey_participations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("survey_runs.id", ondelete="CASCADE"))
+    resident_id: Mapped[int] = mapped_column(ForeignKey("residents.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    current_question: Mapped[str | None] = mapped_column(String(64))
+    answer_set_id: Mapped[int | None] = mapped_column(
+        ForeignKey("survey_answer_sets.id", ondelete="SET NULL")
+    )
+    invited_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_in(ParticipationStatus)})", name="status_known"),
+        Index("uq_survey_participations_run_resident", "run_id", "resident_id", unique=True),
+        Index("ix_survey_participations_resident_id", "resident_id"),
+    )
+
+
+class SurveyAnswerSet(Base):
+    """One person's answers to one survey occurrence; no resident when anonymous."""
+
+    __tablename__ = "survey_answer_sets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("survey_runs.id", ondelete="CASCADE"))
+    resident_id: Mapped[int | None] = mapped_column(ForeignKey("residents.id", ondelete="SET NULL"))
+    workshop_id: Mapped[int | None] = mapped_column(ForeignKey("workshops.id"))
+    # The week (Monday) of the answers: coarse enough that time cannot single a person out.
+    time_bucket: Mapped[date] = mapped_column(Date)
+    completed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+
+    __table_args__ = (
+        Index("ix_survey_answer_sets_run_id", "run_id"),
+        Index("ix_survey_answer_sets_resident_id", "resident_id"),
+    )
+
+
+class SurveyAnswer(Base):
+    """The answer to one question; saved as soon as it is given."""
+
+    __tablename__ = "survey_answers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    answer_set_id: Mapped[int] = mapped_column(
+        ForeignKey("survey_answer_sets.id", ondelete="CASCADE")
+    )
+    question_key: Mapped[str] = mapped_column(String(64))
+    choices: Mapped[list[str] | None] = mapped_column(JSON)  # single and multiple choice, yes/no
+    number: Mapped[int | None] = mapped_column(Integer)  # 1-5 scales
+    free_text: Mapped[str | None] = mapped_column(Text)
+    skipped: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+
+    __table_args__ = (
+        Index("uq_survey_answers_set_question", "answer_set_id", "question_key", unique=True),
+    )
+
+
+class ConversationState(Base):
+    """Where a person is in a multi-step conversation, kept across restarts."""
+
+    __tablename__ = "conversation_states"
+
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    conversation: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime]
+
+
+class RelayedMessage(Base):
+    """A resident's message relayed to the facilitators' channel, so replies can go back."""
+
+    __tablename__ = "relayed_messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    resident_id: Mapped[int] = mapped_column(ForeignKey("residents.id", ondelete="CASCADE"))
+    channel_message_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    created_at: Mapped[datetime]

@@ -108,3 +108,21 @@ async def db(database_url: str, backend: str) -> AsyncIterator[Database]:
             await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     yield database
     await database.dispose()
+
+
+@pytest.fixture
+def empty_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A database with no schema at all, for migration tests."""
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/empty.sqlite3"
+        return
+    name = f"capacity_empty_{uuid.uuid4().hex[:10]}"
+    try:
+        asyncio.run(_create_postgres_database(name))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        message = f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL}: {exc}"
+        if IN_CI:
+            pytest.fail(message + " (CI requires PostgreSQL)", pytrace=False)
+        pytest.skip(message)
+    yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    asyncio.run(_drop_postgres_database(name))

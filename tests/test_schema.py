@@ -23,3 +23,57 @@ async def test_migrations_match_models(db: Database) -> None:
         differences = await conn.run_sync(diff)
     assert differences == []
     assert await is_at_head(db.engine)
+
+
+async def test_upgrade_with_data_then_downgrade_to_nothing(empty_database_url: str) -> None:
+    """Existing rows survive each migration (workshops get check-in codes), and every
+    migration can be undone."""
+    from alembic import command
+    from sqlalchemy import inspect, text
+
+    from storage.migrate import alembic_config
+
+    database = Database(empty_database_url)
+
+    async def migrate(action, target: str) -> None:
+        def run(connection: Connection) -> None:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            action(config, target)
+
+        async with database.engine.begin() as conn:
+            await conn.run_sync(run)
+
+    try:
+        await migrate(command.upgrade, "0001")
+        async with database.engine.begin() as conn:
+            await conn.execute(text("INSERT INTO territories (id, key, name) VALUES (1, 't', 'T')"))
+            await conn.execute(
+                text(
+                    "INSERT INTO venues (id, key, territory_id, name, address, latitude,"
+                    " longitude, opening_notes, accessibility_notes)"
+                    " VALUES (1, 'v', 1, 'V', 'A', 45.4, 4.4, '{}', '{}')"
+                )
+            )
+            await conn.execute(
+                text("INSERT INTO themes (id, key, name) VALUES (1, 'th', '{\"fr\": \"T\"}')")
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO workshops (id, key, title, description, theme_id, venue_id,"
+                    " starts_at, ends_at, capacity, created_at, updated_at) VALUES"
+                    " (1, 'w', '{}', '{}', 1, 1, '2026-12-01 13:00:00+00', '2026-12-01 15:00:00+00',"
+                    " 5, '2026-11-01 00:00:00+00', '2026-11-01 00:00:00+00')"
+                )
+            )
+        await migrate(command.upgrade, "head")
+        async with database.engine.connect() as conn:
+            code = await conn.scalar(text("SELECT checkin_code FROM workshops WHERE id = 1"))
+        assert code is not None and len(code) == 5
+        assert await is_at_head(database.engine)
+        await migrate(command.downgrade, "base")
+        async with database.engine.connect() as conn:
+            tables = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
+        assert set(tables) <= {"alembic_version"}
+    finally:
+        await database.dispose()

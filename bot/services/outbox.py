@@ -29,7 +29,7 @@ class ClaimedMessage:
     kind: str
     payload: dict[str, Any]
     attempts: int
-    resident_id: int
+    resident_id: int | None  # None for a message to a fixed chat (the facilitators' channel)
     chat_id: int | None  # None when the person is gone: the message is dropped
     language: str | None
     resident_active: bool
@@ -75,12 +75,13 @@ class Outbox:
                     OutboxMessage.payload,
                     OutboxMessage.attempts,
                     OutboxMessage.resident_id,
+                    OutboxMessage.chat_id,
                     Resident.telegram_id,
                     Resident.language,
                     Resident.is_active,
                     Resident.consented_at,
                 )
-                .join(Resident, Resident.id == OutboxMessage.resident_id)
+                .outerjoin(Resident, Resident.id == OutboxMessage.resident_id)
                 .where(OutboxMessage.id.in_(ids))
                 .order_by(OutboxMessage.not_before, OutboxMessage.id)
             )
@@ -91,9 +92,10 @@ class Outbox:
                     payload=r.payload,
                     attempts=r.attempts,
                     resident_id=r.resident_id,
-                    chat_id=r.telegram_id,
+                    chat_id=r.chat_id if r.chat_id is not None else r.telegram_id,
                     language=r.language,
-                    resident_active=r.is_active and r.consented_at is not None,
+                    resident_active=r.resident_id is None
+                    or (bool(r.is_active) and r.consented_at is not None),
                 )
                 for r in rows
             ]
