@@ -169,6 +169,9 @@ def workshop_card(r: Reply, card: WorkshopCard, back: tuple[int, int, int]) -> t
     description = translator.localized(card.description, r.language)
     if description:
         lines += ["", _escape_html(description)]
+    opening = translator.localized(card.opening_notes, r.language)
+    if opening:
+        lines.append(r.t("workshop.opening", notes=opening))
     access = translator.localized(card.accessibility_notes, r.language)
     if access:
         lines.append(r.t("workshop.access", notes=access))
