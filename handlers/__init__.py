@@ -6,7 +6,20 @@ from telegram import BotCommand
 
 from bot.context import BotApplication
 from bot.i18n import Translator
-from handlers.resident import RESIDENT_COMMANDS, resident_handlers
+from handlers.resident import resident_handlers
+
+# Commands shown in the menu of every resident, in this order; descriptions are the
+# `commands.<name>` messages of the locales.
+RESIDENT_COMMANDS = (
+    "start",
+    "workshops",
+    "mine",
+    "needs",
+    "checkin",
+    "language",
+    "help",
+    "privacy",
+)
 
 
 def register_handlers(application: BotApplication) -> None:

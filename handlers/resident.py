@@ -308,9 +308,6 @@ _AFTER_CONSENT = {
     "mine": _mine,
 }
 
-# Commands shown in the menu of every resident, in this order.
-RESIDENT_COMMANDS = ("start", "workshops", "mine", "language", "help", "privacy")
-
 
 def resident_handlers() -> list[BaseHandler]:
     """The resident journey, in private chats. Order matters: commands, buttons, then text."""

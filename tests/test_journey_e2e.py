@@ -264,6 +264,8 @@ async def test_command_menus_in_every_language(world: World, bot: None) -> None:
         "start",
         "workshops",
         "mine",
+        "needs",
+        "checkin",
         "language",
         "help",
         "privacy",
