@@ -34,20 +34,30 @@ def _plain_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def _create_postgres_database(name: str) -> None:
+async def _admin_execute(statement: str) -> None:
     conn = await asyncpg.connect(_plain_dsn(POSTGRES_ADMIN_URL), timeout=5)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(statement)
     finally:
         await conn.close()
 
 
-async def _drop_postgres_database(name: str) -> None:
-    conn = await asyncpg.connect(_plain_dsn(POSTGRES_ADMIN_URL), timeout=5)
+def _new_postgres_database(prefix: str) -> str:
+    """Create a database and return its URL; skip (locally) or fail (in CI) when unreachable."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+        asyncio.run(_admin_execute(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        message = f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL}: {exc}"
+        if IN_CI:
+            pytest.fail(message + " (CI requires PostgreSQL)", pytrace=False)
+        pytest.skip(message)
+    return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_postgres_database(url: str) -> None:
+    name = make_url(url).database
+    asyncio.run(_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def _migrate(url: str) -> None:
@@ -61,18 +71,10 @@ async def _migrate(url: str) -> None:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL database of this test session, migrated to head, dropped at the end."""
-    name = f"capacity_test_{uuid.uuid4().hex[:10]}"
-    try:
-        asyncio.run(_create_postgres_database(name))
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        message = f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL}: {exc}"
-        if IN_CI:
-            pytest.fail(message + " (CI requires PostgreSQL)", pytrace=False)
-        pytest.skip(message)
-    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    url = _new_postgres_database("capacity_test")
     asyncio.run(_migrate(url))
     yield url
-    asyncio.run(_drop_postgres_database(name))
+    _drop_postgres_database(url)
 
 
 @pytest.fixture(scope="session")
@@ -116,13 +118,6 @@ def empty_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path}/empty.sqlite3"
         return
-    name = f"capacity_empty_{uuid.uuid4().hex[:10]}"
-    try:
-        asyncio.run(_create_postgres_database(name))
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        message = f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL}: {exc}"
-        if IN_CI:
-            pytest.fail(message + " (CI requires PostgreSQL)", pytrace=False)
-        pytest.skip(message)
-    yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(_drop_postgres_database(name))
+    url = _new_postgres_database("capacity_empty")
+    yield url
+    _drop_postgres_database(url)
