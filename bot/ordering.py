@@ -15,8 +15,16 @@ from telegram.ext import BaseUpdateProcessor
 
 
 class PerPersonUpdateProcessor(BaseUpdateProcessor):
-    def __init__(self, max_concurrent_updates: int = 64) -> None:
-        super().__init__(max_concurrent_updates)
+    """Updates wait for their person's turn first, then for a working slot.
+
+    PTB's own semaphore (taken before `do_process_update`) is set high enough that updates
+    queued behind one busy person never hold the slots other people need; the real limit on
+    work in progress is `max_working`, taken once it is this person's turn.
+    """
+
+    def __init__(self, max_working: int = 64, max_queued: int = 4096) -> None:
+        super().__init__(max_queued)
+        self._working = asyncio.Semaphore(max_working)
         self._locks: dict[int, asyncio.Lock] = {}
         self._waiting: dict[int, int] = {}
 
@@ -34,7 +42,7 @@ class PerPersonUpdateProcessor(BaseUpdateProcessor):
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._waiting[key] = self._waiting.get(key, 0) + 1
         try:
-            async with lock:
+            async with lock, self._working:
                 await coroutine
         finally:
             self._waiting[key] -= 1

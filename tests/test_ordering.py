@@ -16,7 +16,7 @@ def _update(update_id: int, user_id: int) -> Update:
 
 
 async def test_same_person_in_order_other_people_concurrently() -> None:
-    processor = PerPersonUpdateProcessor(max_concurrent_updates=16)
+    processor = PerPersonUpdateProcessor(max_working=16)
     log: list[tuple[str, int, int]] = []
     running = 0
     most_at_once = 0
@@ -48,3 +48,27 @@ async def test_same_person_in_order_other_people_concurrently() -> None:
         )
     assert most_at_once == 3  # one update of each person at a time
     assert processor._locks == {}  # idle people are forgotten
+
+
+async def test_a_busy_person_does_not_hold_the_slots_of_others() -> None:
+    """Many queued updates of one person must not starve another person's update."""
+    processor = PerPersonUpdateProcessor(max_working=2, max_queued=100)
+    release = asyncio.Event()
+    done: list[int] = []
+
+    async def slow(update_id: int) -> None:
+        await release.wait()
+        done.append(update_id)
+
+    async def quick(update_id: int) -> None:
+        done.append(update_id)
+
+    flood = [
+        asyncio.create_task(processor.process_update(_update(n, 1), slow(n))) for n in range(20)
+    ]
+    await asyncio.sleep(0)
+    await asyncio.wait_for(processor.process_update(_update(99, 2), quick(99)), timeout=1)
+    assert done == [99]
+    release.set()
+    await asyncio.gather(*flood)
+    assert done[1:] == list(range(20))
