@@ -538,8 +538,11 @@ class SimulatedGroup(ChatView):
         super().__init__(client, chat_id)
         self.chat = {"type": chat_type, "title": title, "username": username}
 
-    async def send(self, user: SimulatedUser, text: str) -> int:
-        return await self._post({"from": user.fields, "chat": self.chat, "text": text})
+    async def send(self, user: SimulatedUser, text: str, *, reply_to: int | None = None) -> int:
+        """A member's message in the group, optionally a reply to one of its messages."""
+        return await self._post(
+            {"from": user.fields, "chat": self.chat, "text": text, "reply_to": reply_to}
+        )
 
     async def press(
         self, user: SimulatedUser, button: str, *, message_id: int | None = None
@@ -556,5 +559,6 @@ class SimulatedChannel(ChatView):
         super().__init__(client, chat_id)
         self.chat = {"type": "channel", "title": title, "username": username}
 
-    async def post(self, text: str) -> int:
-        return await self._post({"chat": self.chat, "text": text})
+    async def post(self, text: str, *, reply_to: int | None = None) -> int:
+        """A post in the channel, optionally a reply to one of its posts."""
+        return await self._post({"chat": self.chat, "text": text, "reply_to": reply_to})

@@ -230,7 +230,13 @@ class SideApi:
         if not isinstance(text, str) or not text:
             raise SideError(400, "text is required")
         sender, chat = self._sender_and_chat(_int_arg(request, "chat_id"), body)
-        event = self.state.post_user_message(chat, sender or chat.info, text)
+        reply_to = body.get("reply_to")
+        if reply_to is not None and not isinstance(reply_to, int):
+            raise SideError(400, "reply_to must be a message_id")
+        try:
+            event = self.state.post_user_message(chat, sender or chat.info, text, reply_to)
+        except LookupError as exc:
+            raise SideError(404, str(exc)) from exc
         return web.json_response({"message_id": event.message_id, "seq": event.seq})
 
     async def edit_message(self, request: web.Request) -> web.Response:

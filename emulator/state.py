@@ -501,9 +501,21 @@ class EmulatorState:
             content["entities"] = entities
         return content
 
-    def post_user_message(self, chat: Chat, sender: dict[str, Any], text: str) -> Event:
-        """A message from a user (in a channel: a post by its admin ``sender``) and its update."""
-        message = self.add_message(chat, self.user_text(text), sender=sender)
+    def post_user_message(
+        self, chat: Chat, sender: dict[str, Any], text: str, reply_to: int | None = None
+    ) -> Event:
+        """A message from a user (in a channel: a post by its admin ``sender``) and its update,
+        optionally replying to a message of the chat (Telegram adds reply_to_message, unnested).
+        """
+        content = self.user_text(text)
+        if reply_to is not None:
+            target = chat.messages.get(reply_to)
+            if target is None:
+                raise LookupError(f"chat {chat.id} has no message {reply_to}")
+            quoted = dict(target.version.payload)
+            quoted.pop("reply_to_message", None)
+            content["reply_to_message"] = quoted
+        message = self.add_message(chat, content, sender=sender)
         kind = "channel_post" if chat.type == "channel" else "message"
         self.push_update(kind, message.version.payload)
         return chat.events[-1]
