@@ -15,14 +15,23 @@ from bot.delivery import schedule_delivery
 from bot.errors import on_error
 from bot.i18n import Translator
 from bot.ordering import PerPersonUpdateProcessor
+from bot.services.attendance import AttendanceService
+from bot.services.channel import ChannelNotices
+from bot.services.mediator_relay import MediatorRelay
 from bot.services.outbox import Outbox
 from bot.services.registration import RegistrationService
+from bot.services.reminders import ReminderPolicy, ReminderService
 from bot.services.residents import ResidentService
 from bot.services.staff import StaffService
+from bot.services.surveys import SurveyService
 from bot.services.workshops import WorkshopCatalogue
 from bot.settings import Settings
+from bot.surveys import load_surveys
 from handlers import command_menus, register_handlers
+from handlers.attendance import schedule_checkin_prompts
 from handlers.notices import render_notice
+from handlers.reminders import schedule_reminder_planner
+from handlers.surveys import schedule_survey_sweep
 from storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -31,6 +40,7 @@ log = logging.getLogger(__name__)
 def build_services(settings: Settings, clock: Clock, translator: Translator) -> Services:
     db = Database(settings.database_url)
     worker_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    channel_notices = ChannelNotices(db, settings.admin_chat_id, settings.channel_notices)
     return Services(
         settings=settings,
         db=db,
@@ -39,9 +49,19 @@ def build_services(settings: Settings, clock: Clock, translator: Translator) -> 
         callbacks=CallbackCodec(settings.effective_token.encode()),
         residents=ResidentService(db, clock),
         catalogue=WorkshopCatalogue(db, clock),
-        registrations=RegistrationService(db, clock),
+        registrations=RegistrationService(db, clock, channel=channel_notices),
         outbox=Outbox(db, clock, worker_id),
         staff=StaffService(db, clock),
+        reminders=ReminderService(
+            db,
+            clock,
+            ReminderPolicy(settings.reminder_offsets, settings.quiet_hours, settings.tz),
+        ),
+        attendance=AttendanceService(db, clock),
+        channel_notices=channel_notices,
+        mediator_relay=MediatorRelay(db, clock),
+        # Survey definitions are checked here: a broken file stops start-up in one line.
+        surveys=SurveyService(db, clock, load_surveys(), settings),
     )
 
 
@@ -58,6 +78,9 @@ def build_application(settings: Settings, *, clock: Clock | None = None) -> BotA
             await application.bot.set_my_commands(commands, language_code=language)
         if application.job_queue is not None:
             schedule_delivery(application.job_queue, render_notice, settings.outbox_sweep_seconds)
+            schedule_reminder_planner(application.job_queue)
+            schedule_checkin_prompts(application.job_queue)
+            schedule_survey_sweep(application.job_queue)
         log.info("bot ready as @%s", application.bot.username)
 
     async def post_shutdown(application: BotApplication) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy.exc import DBAPIError
 
 from bot.settings import ConfigurationError, Settings, load_settings
+from bot.surveys import SurveyDefinitionError, load_surveys
 
 log = logging.getLogger("capacity_bot")
 
@@ -83,6 +84,7 @@ def _run(settings: Settings) -> None:
             "BOT_TOKEN is missing; expected a token from @BotFather "
             "(to try the bot without one, run `capacity-bot demo`)"
         )
+    load_surveys()  # a broken survey file stops start-up before anything else
     asyncio.run(_migrate(settings))
     application = build_application(settings)
     log.info("starting the bot with long polling")
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             from bot.demo import run_demo
 
             asyncio.run(run_demo(settings, args.database, today=date.today()))
-    except ConfigurationError as exc:
+    except (ConfigurationError, SurveyDefinitionError) as exc:
         print(f"capacity-bot: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except (OSError, DBAPIError) as exc:

@@ -9,10 +9,15 @@ from telegram.ext import Application, CallbackContext, ExtBot
 from bot.callbacks import CallbackCodec
 from bot.clock import Clock
 from bot.i18n import Translator
+from bot.services.attendance import AttendanceService
+from bot.services.channel import ChannelNotices
+from bot.services.mediator_relay import MediatorRelay
 from bot.services.outbox import Outbox
 from bot.services.registration import RegistrationService
+from bot.services.reminders import ReminderService
 from bot.services.residents import ResidentService
 from bot.services.staff import StaffService
+from bot.services.surveys import SurveyService
 from bot.services.workshops import WorkshopCatalogue
 from bot.settings import Settings
 from storage.db import Database
@@ -34,6 +39,11 @@ class Services:
     registrations: RegistrationService
     outbox: Outbox
     staff: StaffService
+    reminders: ReminderService
+    attendance: AttendanceService
+    channel_notices: ChannelNotices
+    mediator_relay: MediatorRelay
+    surveys: SurveyService
 
 
 class BotContext(CallbackContext[ExtBot[None], dict, dict, dict]):

@@ -6,7 +6,12 @@ from telegram import BotCommand
 
 from bot.context import BotApplication
 from bot.i18n import Translator
+from handlers import channel as _channel_renderers  # noqa: F401  (registers its renderer)
+from handlers.attendance import attendance_handlers
+from handlers.mediator import CAPTURE_GROUP, mediator_capture_handlers, mediator_handlers
+from handlers.reminders import reminder_handlers
 from handlers.resident import resident_handlers
+from handlers.surveys import TEXT_CAPTURE_GROUP, survey_handlers, survey_text_handler
 
 # Commands shown in the menu of every resident, in this order; descriptions are the
 # `commands.<name>` messages of the locales.
@@ -24,6 +29,13 @@ RESIDENT_COMMANDS = (
 
 def register_handlers(application: BotApplication) -> None:
     """Wire every handler. Order matters: the first matching handler of a group wins."""
+    application.add_handlers(mediator_capture_handlers(), group=CAPTURE_GROUP)
+    application.add_handlers(mediator_handlers())
+    application.add_handlers(reminder_handlers())
+    application.add_handlers(attendance_handlers())
+    # Written survey answers, before the resident's catch-all nudge; then /needs and buttons.
+    application.add_handler(survey_text_handler(), group=TEXT_CAPTURE_GROUP)
+    application.add_handlers(survey_handlers())
     application.add_handlers(resident_handlers())
 
 

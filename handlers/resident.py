@@ -19,6 +19,7 @@ from bot.delivery import kick_delivery
 from bot.services.registration import CancelOutcome, RegisterOutcome
 from handlers import views
 from handlers.common import Reply
+from handlers.surveys import after_registration
 
 log = logging.getLogger(__name__)
 PRIVATE = filters.ChatType.PRIVATE
@@ -236,6 +237,9 @@ async def _register(r: Reply, cb: Callback) -> None:
         await r.send(*views.registration_confirmed(r, card))
     elif outcome is RegisterOutcome.WAITLISTED:
         await r.send(*views.waitlist_joined(r, card, result.waitlist_rank or 0))
+    if outcome in (RegisterOutcome.CONFIRMED, RegisterOutcome.WAITLISTED):
+        # The "before" autonomy question, and the needs survey after a first registration.
+        await after_registration(r, workshop_id, confirmed=outcome is RegisterOutcome.CONFIRMED)
 
 
 async def _venue(r: Reply, cb: Callback) -> None:

@@ -55,6 +55,8 @@ def main_menu(r: Reply, greeting: str | None = None) -> tuple[str, Keyboard]:
         [r.button(r.t("menu.language"), "languages")],
         [r.button(r.t("menu.help"), "help")],
     ]
+    if r.context.services.settings.admin_chat_id is not None:
+        keyboard.insert(-1, [r.button(r.label("relay.button"), "mediator_ask")])
     return (greeting or r.t("menu.title")), keyboard
 
 
@@ -258,6 +260,7 @@ def _essentials(r: Reply, card: WorkshopCard) -> dict[str, str]:
 def registration_confirmed(r: Reply, card: WorkshopCard) -> tuple[str, Keyboard]:
     return r.t("register.confirmed", **_essentials(r, card)), [
         [r.button(r.t("workshop.map"), "venue", card.summary.id)],
+        [r.button(r.label("reminder.calendar_button"), "calendar", card.summary.id)],
         [r.button(r.t("menu.mine"), "mine")],
     ]
 

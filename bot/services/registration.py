@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
+from bot.services.channel import ChannelNotices
 from bot.services.workshops import waitlist_rank_subquery
 from storage.db import Database
 from storage.models import (
@@ -74,9 +75,13 @@ class MyPlace:
 
 
 class RegistrationService:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, *, channel: ChannelNotices | None = None
+    ) -> None:
         self._db = db
         self._clock = clock
+        # Notices to the facilitators' channel, queued in the same transactions (optional).
+        self._channel = channel
 
     async def register(self, telegram_id: int, workshop_id: int) -> RegisterResult:
         """Take a seat if one is left, else a place on the waitlist."""
@@ -116,6 +121,8 @@ class RegistrationService:
                     )
                 )
                 await session.flush()
+                if self._channel is not None:
+                    await self._channel.registered(session, workshop_id, resident_id, now)
                 return RegisterResult(RegisterOutcome.CONFIRMED)
 
             ticket = await session.scalar(
@@ -136,6 +143,8 @@ class RegistrationService:
             await session.flush()
             place = await _live_place(session, resident_id, workshop_id)
             assert place is not None
+            if self._channel is not None:
+                await self._channel.registered(session, workshop_id, resident_id, now)
             return RegisterResult(RegisterOutcome.WAITLISTED, place.waitlist_rank)
 
     async def _existing_place(self, telegram_id: int, workshop_id: int) -> RegisterResult:
@@ -182,13 +191,25 @@ class RegistrationService:
             )
             if changed.rowcount != 1:
                 return CancelResult(CancelOutcome.NOT_REGISTERED)
-            if registration.status == RegistrationStatus.WAITLISTED:
-                return CancelResult(CancelOutcome.CANCELLED, was_waitlisted=True)
-            await release_seat(session, workshop_id)
+            was_waitlisted = registration.status == RegistrationStatus.WAITLISTED
             promoted = None
-            if status == WorkshopStatus.SCHEDULED:
-                promoted = await promote_from_waitlist(session, workshop_id, now)
-            return CancelResult(CancelOutcome.CANCELLED, promoted_resident_id=promoted)
+            if not was_waitlisted:
+                await release_seat(session, workshop_id)
+                if status == WorkshopStatus.SCHEDULED:
+                    promoted = await promote_from_waitlist(session, workshop_id, now)
+            if self._channel is not None:
+                await self._channel.cancelled(
+                    session,
+                    registration.id,
+                    was_waitlisted=was_waitlisted,
+                    promoted_resident_id=promoted,
+                    now=now,
+                )
+            return CancelResult(
+                CancelOutcome.CANCELLED,
+                was_waitlisted=was_waitlisted,
+                promoted_resident_id=promoted,
+            )
 
     async def my_places(self, telegram_id: int) -> list[MyPlace]:
         """The person's upcoming seats and waitlist places, soonest first."""

@@ -1,0 +1,243 @@
+"""Talk to a mediator: a resident's message to the facilitators' channel, and replies back.
+
+The step "write your message" is a ConversationState row, so it survives a restart. Taking the
+awaited message deletes that row with a conditional DELETE: a message is relayed at most once
+per prompt. Each relayed card is remembered (RelayedMessage: channel message id -> resident), so
+that a facilitator's reply to the card can be routed back; the reply goes through the outbox,
+with the facilitator's message as dedupe key, so a replayed update never answers twice.
+
+The hourly limit counts the cards relayed in the last hour. Counting and relaying are two
+units of work around the send to Telegram (no transaction is held over the network); one
+person's updates are handled one after the other (bot.ordering), so the count cannot be raced
+by the same person.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import ColumnElement, and_, delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.clock import Clock
+from bot.services.channel import enqueue_once
+from storage.db import Database
+from storage.models import ConversationState, RelayedMessage, Resident
+
+CONVERSATION = "mediator"
+AWAITING_MESSAGE = "awaiting_message"
+REPLY_KIND = "mediator_reply"
+
+
+class AskOutcome(StrEnum):
+    READY = "ready"  # the next message of the person will be relayed
+    LIMITED = "limited"  # the hourly limit is reached
+    NOT_RESIDENT = "not_resident"  # unknown or without consent
+
+
+class TakeOutcome(StrEnum):
+    RELAY = "relay"  # send it: the prompt is consumed
+    NOT_WAITING = "not_waiting"  # no prompt (or an expired one): not for the relay
+    EMPTY = "empty"  # ask again, the prompt stays
+    TOO_LONG = "too_long"  # ask again, the prompt stays
+    LIMITED = "limited"  # refused: the prompt is consumed
+
+
+class ReplyOutcome(StrEnum):
+    QUEUED = "queued"
+    NOT_RELAYED = "not_relayed"  # a reply to something that is not a relayed card
+    NOT_TEXT = "not_text"
+    TOO_LONG = "too_long"
+    UNREACHABLE = "unreachable"  # the person blocked the bot or withdrew consent
+
+
+@dataclass(frozen=True)
+class Sender:
+    """The resident whose message is relayed."""
+
+    resident_id: int
+    first_name: str | None
+    language: str | None
+
+
+@dataclass(frozen=True)
+class TakeResult:
+    outcome: TakeOutcome
+    sender: Sender | None = None
+
+
+@dataclass(frozen=True)
+class ReplyResult:
+    outcome: ReplyOutcome
+    first_name: str | None = None
+
+
+class MediatorRelay:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        *,
+        per_hour: int = 5,
+        max_chars: int = 1000,
+        max_reply_chars: int = 3500,
+        prompt_valid_for: timedelta = timedelta(hours=24),
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self.per_hour = per_hour
+        self.max_chars = max_chars
+        # Leaves room under Telegram's 4096 characters for the "a mediator answers" heading.
+        self.max_reply_chars = max_reply_chars
+        # A prompt left unanswered for longer is forgotten: a text days later is not a reply.
+        self._prompt_valid_for = prompt_valid_for
+
+    async def ask(self, telegram_id: int) -> AskOutcome:
+        """Open the "write your message" step, unless the hourly limit is reached."""
+        now = self._clock.now()
+        insert = sqlite_insert if self._db.is_sqlite else pg_insert
+        async with self._db.write() as session:
+            resident_id = await _consenting_resident(session, telegram_id)
+            if resident_id is None:
+                return AskOutcome.NOT_RESIDENT
+            if await self._relayed_last_hour(session, resident_id, now) >= self.per_hour:
+                return AskOutcome.LIMITED
+            statement = insert(ConversationState).values(
+                user_id=telegram_id,
+                conversation=CONVERSATION,
+                state=AWAITING_MESSAGE,
+                data={},
+                updated_at=now,
+            )
+            await session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["user_id", "conversation"],
+                    set_={"state": AWAITING_MESSAGE, "data": {}, "updated_at": now},
+                )
+            )
+            return AskOutcome.READY
+
+    async def cancel(self, telegram_id: int) -> None:
+        async with self._db.write() as session:
+            await session.execute(delete(ConversationState).where(_prompt_of(telegram_id)))
+
+    async def is_waiting(self, telegram_id: int) -> bool:
+        """Whether the person's next message is for a mediator (a cheap read for every text)."""
+        async with self._db.read() as session:
+            found = await session.scalar(
+                select(ConversationState.user_id).where(
+                    _prompt_of(telegram_id), self._fresh(self._clock.now())
+                )
+            )
+            return found is not None
+
+    async def take(self, telegram_id: int, text: str) -> TakeResult:
+        """The message awaited by `is_waiting`: an empty or too long one leaves the prompt
+        open (ask again); a good one, or one over the hourly limit, consumes it."""
+        if not text.strip():
+            return TakeResult(TakeOutcome.EMPTY)
+        if len(text) > self.max_chars:
+            return TakeResult(TakeOutcome.TOO_LONG)
+        now = self._clock.now()
+        async with self._db.write() as session:
+            taken = await session.execute(
+                delete(ConversationState).where(_prompt_of(telegram_id), self._fresh(now))
+            )
+            if taken.rowcount != 1:
+                return TakeResult(TakeOutcome.NOT_WAITING)
+            resident = (
+                await session.execute(
+                    select(Resident.id, Resident.first_name, Resident.language).where(
+                        Resident.telegram_id == telegram_id, Resident.consented_at.is_not(None)
+                    )
+                )
+            ).one_or_none()
+            if resident is None:
+                return TakeResult(TakeOutcome.NOT_WAITING)
+            if await self._relayed_last_hour(session, resident.id, now) >= self.per_hour:
+                return TakeResult(TakeOutcome.LIMITED)
+            return TakeResult(
+                TakeOutcome.RELAY, Sender(resident.id, resident.first_name, resident.language)
+            )
+
+    async def record(self, resident_id: int, channel_message_id: int) -> None:
+        """Remember which resident a card posted in the channel stands for."""
+        async with self._db.write() as session:
+            session.add(
+                RelayedMessage(
+                    resident_id=resident_id,
+                    channel_message_id=channel_message_id,
+                    created_at=self._clock.now(),
+                )
+            )
+
+    async def queue_reply(
+        self, channel_message_id: int, text: str | None, dedupe_key: str
+    ) -> ReplyResult:
+        """Queue a facilitator's reply to a relayed card for the resident behind it."""
+        now = self._clock.now()
+        async with self._db.write() as session:
+            resident = (
+                await session.execute(
+                    select(
+                        Resident.id, Resident.first_name, Resident.is_active, Resident.consented_at
+                    )
+                    .join(RelayedMessage, RelayedMessage.resident_id == Resident.id)
+                    .where(RelayedMessage.channel_message_id == channel_message_id)
+                )
+            ).one_or_none()
+            if resident is None:
+                return ReplyResult(ReplyOutcome.NOT_RELAYED)
+            if text is None or not text.strip():
+                return ReplyResult(ReplyOutcome.NOT_TEXT)
+            if len(text) > self.max_reply_chars:
+                return ReplyResult(ReplyOutcome.TOO_LONG)
+            if not resident.is_active or resident.consented_at is None:
+                return ReplyResult(ReplyOutcome.UNREACHABLE, resident.first_name)
+            await enqueue_once(
+                session,
+                self._db.is_sqlite,
+                resident_id=resident.id,
+                kind=REPLY_KIND,
+                payload={"text": text},
+                dedupe_key=dedupe_key,
+                not_before=now,
+                created_at=now,
+            )
+            return ReplyResult(ReplyOutcome.QUEUED, resident.first_name)
+
+    def _fresh(self, now: datetime) -> ColumnElement[bool]:
+        return ConversationState.updated_at > now - self._prompt_valid_for
+
+    async def _relayed_last_hour(
+        self, session: AsyncSession, resident_id: int, now: datetime
+    ) -> int:
+        count = await session.scalar(
+            select(func.count())
+            .select_from(RelayedMessage)
+            .where(
+                RelayedMessage.resident_id == resident_id,
+                RelayedMessage.created_at > now - timedelta(hours=1),
+            )
+        )
+        return count or 0
+
+
+def _prompt_of(telegram_id: int) -> ColumnElement[bool]:
+    """The conversation state row of this person's mediator prompt."""
+    return and_(
+        ConversationState.user_id == telegram_id,
+        ConversationState.conversation == CONVERSATION,
+    )
+
+
+async def _consenting_resident(session: AsyncSession, telegram_id: int) -> int | None:
+    return await session.scalar(
+        select(Resident.id).where(
+            Resident.telegram_id == telegram_id, Resident.consented_at.is_not(None)
+        )
+    )

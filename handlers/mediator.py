@@ -1,0 +1,211 @@
+"""Talk to a mediator: a resident's message goes to the facilitators' channel as a card, and a
+facilitator's reply to that card comes back to the resident, in the resident's language.
+
+The "write your message" step lives in the database (bot/services/mediator_relay.py), so a
+restart between the prompt and the message loses nothing. The message is captured by a
+handler in group CAPTURE_GROUP, which runs before the resident handlers of group 0 and stops
+them only when the person is at that step.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import Update, User
+from telegram.constants import ParseMode
+from telegram.error import TelegramError
+from telegram.ext import (
+    ApplicationHandlerStop,
+    BaseHandler,
+    CallbackQueryHandler,
+    MessageHandler,
+    filters,
+)
+
+from bot.callbacks import define_actions
+from bot.context import BotContext
+from bot.delivery import Outgoing, kick_delivery
+from bot.i18n import LANGUAGE_NAMES
+from bot.services.mediator_relay import (
+    REPLY_KIND,
+    AskOutcome,
+    ReplyOutcome,
+    Sender,
+    TakeOutcome,
+)
+from bot.services.outbox import ClaimedMessage
+from handlers import views
+from handlers.common import Reply
+from handlers.notices import renders
+
+log = logging.getLogger(__name__)
+
+define_actions(
+    {
+        "mediator_ask": ("M", ()),  # open the "write your message" step
+        "mediator_cancel": ("Mc", ()),  # leave it without sending anything
+    }
+)
+CALLBACK_PATTERN = r"^1\|M"
+CAPTURE_GROUP = -10
+PRIVATE = filters.ChatType.PRIVATE
+
+
+def _cancel_keyboard(r: Reply) -> views.Keyboard:
+    return [[r.button(r.label("relay.cancel"), "mediator_cancel")]]
+
+
+async def on_button(update: Update, context: BotContext) -> None:
+    """The "talk to a mediator" and "cancel" buttons."""
+    query = update.callback_query
+    assert query is not None
+    r = await Reply.for_update(update, context)
+    callback = context.services.callbacks.decode(r.user_id, query.data)
+    if callback is None:
+        log.info("refused stale or forged callback data")
+        await r.toast(r.label("button.stale"), alert=True)
+        return
+    if not r.consented:
+        await r.toast()
+        await r.show(*views.consent_prompt(r))
+        return
+    relay = context.services.mediator_relay
+    if callback.action == "mediator_cancel":
+        await relay.cancel(r.user_id)
+        await r.toast()
+        await r.show(*views.main_menu(r, r.t("relay.cancelled")))
+        return
+    if context.services.settings.admin_chat_id is None:
+        await r.toast(r.label("relay.unavailable"), alert=True)
+        return
+    outcome = await relay.ask(r.user_id)
+    await r.toast()
+    if outcome is AskOutcome.LIMITED:
+        await r.send(*views.main_menu(r, r.t("relay.limited")))
+    elif outcome is AskOutcome.READY:
+        await r.send(r.t("relay.ask"), _cancel_keyboard(r))
+    else:
+        await r.send(*views.consent_prompt(r))
+
+
+async def capture_message(update: Update, context: BotContext) -> None:
+    """The person's message after "write your message": relay it and stop the other handlers.
+
+    Anyone else falls through to the normal handlers (group 0).
+    """
+    message, user = update.effective_message, update.effective_user
+    services = context.services
+    if message is None or user is None or services.settings.admin_chat_id is None:
+        return
+    relay = services.mediator_relay
+    if not await relay.is_waiting(user.id):
+        return
+    r = await Reply.for_update(update, context)
+    if message.text is None:  # a voice message, a photo, a sticker...
+        await r.send(r.t("relay.text_only"), _cancel_keyboard(r))
+        raise ApplicationHandlerStop
+    result = await relay.take(user.id, message.text)
+    match result.outcome:
+        case TakeOutcome.NOT_WAITING:
+            return
+        case TakeOutcome.EMPTY:
+            await r.send(r.t("relay.empty"), _cancel_keyboard(r))
+        case TakeOutcome.TOO_LONG:
+            await r.send(r.t("relay.too_long", limit=relay.max_chars), _cancel_keyboard(r))
+        case TakeOutcome.LIMITED:
+            await r.send(*views.main_menu(r, r.t("relay.limited")))
+        case TakeOutcome.RELAY:
+            assert result.sender is not None
+            await _relay(r, result.sender, user, message.text)
+    raise ApplicationHandlerStop
+
+
+async def _relay(r: Reply, sender: Sender, user: User, text: str) -> None:
+    """Post the card in the channel, remember it for the replies, and tell the person."""
+    services = r.context.services
+    settings = services.settings
+    assert settings.admin_chat_id is not None
+    facilitators = Reply.for_recipient(r.context, settings.admin_chat_id, settings.default_language)
+    card = facilitators.t(
+        "relay.card",
+        name=sender.first_name or user.first_name or facilitators.label("relay.notice.someone"),
+        language=LANGUAGE_NAMES[r.language],
+        text=text,
+    )
+    try:
+        posted = await r.context.bot.send_message(
+            settings.admin_chat_id, card, parse_mode=ParseMode.HTML
+        )
+    except TelegramError as exc:
+        log.warning("could not post a mediator card in the admin chat: %s", exc)
+        await r.send(r.t("relay.failed"), [[r.button(r.label("relay.button"), "mediator_ask")]])
+        return
+    await services.mediator_relay.record(sender.resident_id, posted.message_id)
+    await r.send(*views.main_menu(r, r.t("relay.sent")))
+
+
+async def on_admin_reply(update: Update, context: BotContext) -> None:
+    """A facilitator replied to a message in the admin chat: if it is a relayed card, the
+    reply goes back to the resident (through the outbox) and the facilitator gets an ack."""
+    message = update.effective_message
+    settings = context.services.settings
+    if (
+        message is None
+        or message.reply_to_message is None
+        or settings.admin_chat_id is None
+        or message.chat_id != settings.admin_chat_id
+    ):
+        return
+    relay = context.services.mediator_relay
+    result = await relay.queue_reply(
+        message.reply_to_message.message_id,
+        message.text,
+        dedupe_key=f"{REPLY_KIND}:{message.chat_id}:{message.message_id}",
+    )
+    if result.outcome is ReplyOutcome.NOT_RELAYED:
+        return
+    r = Reply.for_recipient(context, message.chat_id, settings.default_language)
+    if result.outcome is ReplyOutcome.QUEUED:
+        kick_delivery(context)
+        ack = r.t("relay.ack", name=result.first_name or r.label("relay.notice.someone"))
+    elif result.outcome is ReplyOutcome.TOO_LONG:
+        ack = r.t("relay.ack_too_long", limit=relay.max_reply_chars)
+    elif result.outcome is ReplyOutcome.NOT_TEXT:
+        ack = r.t("relay.ack_not_text")
+    else:
+        ack = r.t("relay.ack_unreachable")
+    await message.reply_text(ack, parse_mode=ParseMode.HTML, do_quote=True)
+
+
+@renders(REPLY_KIND)
+async def render_mediator_reply(
+    context: BotContext, message: ClaimedMessage
+) -> list[Outgoing] | None:
+    assert message.chat_id is not None
+    r = Reply.for_recipient(context, message.chat_id, message.language)
+    return [
+        Outgoing.message(
+            r.t("relay.reply", text=message.payload["text"]),
+            [[r.button(r.label("relay.answer"), "mediator_ask")]],
+        )
+    ]
+
+
+def mediator_handlers() -> list[BaseHandler]:
+    """Group 0, before the resident handlers: the buttons, and replies in the admin chat."""
+    return [
+        CallbackQueryHandler(on_button, pattern=CALLBACK_PATTERN),
+        MessageHandler(
+            (filters.UpdateType.MESSAGE | filters.UpdateType.CHANNEL_POST)
+            & filters.REPLY
+            & ~filters.ChatType.PRIVATE,
+            on_admin_reply,
+        ),
+    ]
+
+
+def mediator_capture_handlers() -> list[BaseHandler]:
+    """Group CAPTURE_GROUP: the message awaited after "write your message" (commands pass)."""
+    return [
+        MessageHandler(PRIVATE & filters.UpdateType.MESSAGE & ~filters.COMMAND, capture_message)
+    ]
