@@ -33,6 +33,8 @@ EXPECTED = {
     "survey_delay": "a duration after the end of a workshop, such as 2h",
     "poll_open_for": "a duration, such as 48h",
     "follow_up_after": "a duration, such as 30d",
+    "broadcast_rate": "messages per second above 0, at most 30",
+    "min_group_size": "a whole number of people from 1 to 100",
     "staff": "role:telegram_id pairs separated by commas, roles mediator, facilitator, coordinator",
     "channel_notices": "kinds separated by commas among registrations, cancellations, promotions, responses (or none)",
 }
@@ -143,6 +145,10 @@ class Settings(BaseSettings):
     channel_notices: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_kinds)] = (
         CHANNEL_NOTICE_KINDS
     )
+    # Broadcasts: overall pace (Telegram allows about 30 messages per second in all).
+    broadcast_rate: float = Field(default=25, gt=0, le=30)
+    # Statistics: any figure about fewer people than this is shown as "< N".
+    min_group_size: int = Field(default=5, ge=1, le=100)
     demo_token: SecretStr = Field(default=SecretStr("123456:DEMO-TOKEN-not-a-real-one-0000"))
 
     @field_validator("bot_token", mode="before")

@@ -85,6 +85,13 @@ class StaffRole(StrEnum):
     COORDINATOR = "coordinator"
 
 
+class BroadcastStatus(StrEnum):
+    DRAFT = "draft"  # being composed; nothing queued
+    SENDING = "sending"  # confirmed: one outbox row per recipient
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
 class ParticipationStatus(StrEnum):
     INVITED = "invited"
     IN_PROGRESS = "in_progress"
@@ -172,6 +179,8 @@ class Workshop(Base):
     )
     # Shown to the facilitator, sent by participants with /checkin to be marked present.
     checkin_code: Mapped[str] = mapped_column(String(8), default=new_checkin_code)
+    # The facilitator in charge (Telegram id): they see this workshop's statistics.
+    facilitator_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -201,6 +210,15 @@ class Resident(Base):
     consented_at: Mapped[datetime | None]
     # False once Telegram says the person blocked the bot or deleted their account.
     is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    # Announcements (broadcasts) can be turned off by the person; reminders are not affected.
+    wants_announcements: Mapped[bool] = mapped_column(
+        Boolean, default=True, server_default=text("true")
+    )
+    # Enrolled at an EPN desk by a mediator (no Telegram yet): phone is optional, and the
+    # one-time claim code lets the person attach the record to their Telegram later.
+    phone: Mapped[str | None] = mapped_column(String(32))
+    enrolled_by: Mapped[int | None] = mapped_column(BigInteger)
+    claim_code: Mapped[str | None] = mapped_column(String(16), unique=True)
     created_at: Mapped[datetime]
     last_seen_at: Mapped[datetime | None]
 
@@ -298,6 +316,10 @@ class OutboxMessage(Base):
     resident_id: Mapped[int | None] = mapped_column(ForeignKey("residents.id", ondelete="CASCADE"))
     chat_id: Mapped[int | None] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(32))
+    # Set on the rows of a broadcast, one per recipient, for pacing, progress and reports.
+    broadcast_id: Mapped[int | None] = mapped_column(
+        ForeignKey("broadcasts.id", ondelete="CASCADE"), index=True
+    )
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Makes a repeated decision (a retried transaction, a re-run sweep) enqueue nothing new.
     dedupe_key: Mapped[str | None] = mapped_column(String(128), unique=True)
@@ -460,3 +482,51 @@ class RelayedMessage(Base):
     resident_id: Mapped[int] = mapped_column(ForeignKey("residents.id", ondelete="CASCADE"))
     channel_message_id: Mapped[int] = mapped_column(BigInteger, unique=True)
     created_at: Mapped[datetime]
+
+
+class RoleChange(Base):
+    """Every grant and revocation of a staff role, with who did it (audit trail)."""
+
+    __tablename__ = "role_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    telegram_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(8))
+    # None when the change comes from the STAFF setting.
+    changed_by: Mapped[int | None] = mapped_column(BigInteger)
+    at: Mapped[datetime]
+
+    __table_args__ = (
+        CheckConstraint(f"role IN ({_in(StaffRole)})", name="role_known"),
+        CheckConstraint("action IN ('grant', 'revoke')", name="action_known"),
+    )
+
+
+class Broadcast(Base):
+    """An announcement by a mediator or coordinator to a segment of residents."""
+
+    __tablename__ = "broadcasts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_by: Mapped[int] = mapped_column(BigInteger)
+    message_text: Mapped[str] = mapped_column(Text)
+    photo_file_id: Mapped[str | None] = mapped_column(String(256))
+    # The audience as chosen: {"kind": "all" | "territory" | "registrants" | "waitlist" |
+    # "need" | "language", plus its parameter}.
+    audience: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(
+        String(16), default=BroadcastStatus.DRAFT, server_default=BroadcastStatus.DRAFT
+    )
+    recipients: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # The sender's live progress message, edited as the broadcast goes.
+    progress_chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    progress_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+    confirmed_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_in(BroadcastStatus)})", name="status_known"),
+        CheckConstraint("recipients >= 0", name="recipients_non_negative"),
+    )
