@@ -26,6 +26,25 @@ RESIDENT_COMMANDS = (
     "privacy",
 )
 
+# Staff commands by role, shown only in the chats of the people who hold the role
+# (per-chat command scope), after the resident commands; descriptions are the
+# `staff_commands.<name>` messages. Coordinators get every staff command.
+STAFF_COMMANDS: dict[str, tuple[str, ...]] = {
+    "mediator": ("broadcast", "enrol"),
+    "facilitator": ("attendance", "stats", "export"),
+    "coordinator": (
+        "attendance",
+        "broadcast",
+        "enrol",
+        "newworkshop",
+        "editworkshop",
+        "stats",
+        "export",
+        "grant",
+        "revoke",
+    ),
+}
+
 
 def register_handlers(application: BotApplication) -> None:
     """Wire every handler. Order matters: the first matching handler of a group wins."""
