@@ -8,6 +8,7 @@ import uuid
 
 from telegram.ext import AIORateLimiter, Application, ContextTypes, Defaults
 
+from bot.broadcast_sender import start_broadcast_sender, stop_broadcast_sender
 from bot.callbacks import CallbackCodec
 from bot.clock import Clock, SystemClock
 from bot.context import SERVICES_KEY, BotApplication, BotContext, Services
@@ -16,21 +17,28 @@ from bot.errors import on_error
 from bot.i18n import Translator
 from bot.ordering import PerPersonUpdateProcessor
 from bot.services.attendance import AttendanceService
+from bot.services.broadcasts import BroadcastService
 from bot.services.channel import ChannelNotices
+from bot.services.enrolment import EnrolmentService
+from bot.services.exports import ExportService
 from bot.services.mediator_relay import MediatorRelay
 from bot.services.outbox import Outbox
 from bot.services.registration import RegistrationService
 from bot.services.reminders import ReminderPolicy, ReminderService
 from bot.services.residents import ResidentService
 from bot.services.staff import StaffService
+from bot.services.stats import StatsService
 from bot.services.surveys import SurveyService
+from bot.services.workshop_admin import Conversations, WorkshopAdmin
 from bot.services.workshops import WorkshopCatalogue
 from bot.settings import Settings
 from bot.surveys import load_surveys
 from handlers import command_menus, register_handlers
 from handlers.attendance import schedule_checkin_prompts
+from handlers.broadcasts import render_broadcast, show_progress
 from handlers.notices import render_notice
 from handlers.reminders import schedule_reminder_planner
+from handlers.staff_menus import set_staff_menus
 from handlers.surveys import schedule_survey_sweep
 from storage.db import Database
 
@@ -62,6 +70,12 @@ def build_services(settings: Settings, clock: Clock, translator: Translator) -> 
         mediator_relay=MediatorRelay(db, clock),
         # Survey definitions are checked here: a broken file stops start-up in one line.
         surveys=SurveyService(db, clock, load_surveys(), settings),
+        broadcasts=BroadcastService(db, clock, default_language=settings.default_language),
+        conversations=Conversations(db, clock),
+        workshop_admin=WorkshopAdmin(db, clock),
+        enrolment=EnrolmentService(db, clock),
+        stats=StatsService(db, clock, settings.tz, settings.min_group_size),
+        exports=ExportService(db, settings.tz, settings.effective_token),
     )
 
 
@@ -76,14 +90,20 @@ def build_application(settings: Settings, *, clock: Clock | None = None) -> BotA
         await services.staff.seed(settings.staff)
         for language, commands in command_menus(translator).items():
             await application.bot.set_my_commands(commands, language_code=language)
+        await set_staff_menus(application.bot, services)
         if application.job_queue is not None:
             schedule_delivery(application.job_queue, render_notice, settings.outbox_sweep_seconds)
             schedule_reminder_planner(application.job_queue)
             schedule_checkin_prompts(application.job_queue)
             schedule_survey_sweep(application.job_queue)
+        # Broadcasts have their own paced sender; it resumes what a restart interrupted.
+        start_broadcast_sender(
+            application, render_broadcast, show_progress, rate=settings.broadcast_rate
+        )
         log.info("bot ready as @%s", application.bot.username)
 
     async def post_shutdown(application: BotApplication) -> None:
+        await stop_broadcast_sender(application)
         services: Services | None = application.bot_data.pop(SERVICES_KEY, None)
         if services is not None:
             await services.db.dispose()

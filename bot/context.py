@@ -10,14 +10,19 @@ from bot.callbacks import CallbackCodec
 from bot.clock import Clock
 from bot.i18n import Translator
 from bot.services.attendance import AttendanceService
+from bot.services.broadcasts import BroadcastService
 from bot.services.channel import ChannelNotices
+from bot.services.enrolment import EnrolmentService
+from bot.services.exports import ExportService
 from bot.services.mediator_relay import MediatorRelay
 from bot.services.outbox import Outbox
 from bot.services.registration import RegistrationService
 from bot.services.reminders import ReminderService
 from bot.services.residents import ResidentService
 from bot.services.staff import StaffService
+from bot.services.stats import StatsService
 from bot.services.surveys import SurveyService
+from bot.services.workshop_admin import Conversations, WorkshopAdmin
 from bot.services.workshops import WorkshopCatalogue
 from bot.settings import Settings
 from storage.db import Database
@@ -44,6 +49,12 @@ class Services:
     channel_notices: ChannelNotices
     mediator_relay: MediatorRelay
     surveys: SurveyService
+    broadcasts: BroadcastService
+    conversations: Conversations
+    workshop_admin: WorkshopAdmin
+    enrolment: EnrolmentService
+    stats: StatsService
+    exports: ExportService
 
 
 class BotContext(CallbackContext[ExtBot[None], dict, dict, dict]):

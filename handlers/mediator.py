@@ -3,8 +3,9 @@ facilitator's reply to that card comes back to the resident, in the resident's l
 
 The "write your message" step lives in the database (bot/services/mediator_relay.py), so a
 restart between the prompt and the message loses nothing. The message is captured by a
-handler in group CAPTURE_GROUP, which runs before the resident handlers of group 0 and stops
-them only when the person is at that step.
+handler in group CAPTURE_GROUP, which runs before the survey's written answers (group -20)
+and the resident handlers of group 0, and stops them only when the person is at that step
+and no survey question was shown to them since the prompt (the most recent prompt wins).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ define_actions(
     }
 )
 CALLBACK_PATTERN = r"^1\|M"
-CAPTURE_GROUP = -10
+CAPTURE_GROUP = -25
 PRIVATE = filters.ChatType.PRIVATE
 
 
@@ -98,8 +99,12 @@ async def capture_message(update: Update, context: BotContext) -> None:
     if message is None or user is None or services.settings.admin_chat_id is None:
         return
     relay = services.mediator_relay
-    if not await relay.is_waiting(user.id):
+    since = await relay.waiting_since(user.id)
+    if since is None:
         return
+    question = await services.surveys.awaiting_text(user.id)
+    if question is not None and question.asked_at > since:
+        return  # a survey question came after the prompt: the text answers it
     r = await Reply.for_update(update, context)
     if message.text is None:  # a voice message, a photo, a sticker...
         await r.send(r.t("relay.text_only"), _cancel_keyboard(r))
@@ -121,7 +126,13 @@ async def capture_message(update: Update, context: BotContext) -> None:
 
 
 async def _relay(r: Reply, sender: Sender, user: User, text: str) -> None:
-    """Post the card in the channel, remember it for the replies, and tell the person."""
+    """Post the card in the channel, then consume the prompt and remember the card for the
+    replies (one transaction), and tell the person.
+
+    Sent directly, not through the outbox, which cannot hand back the card's message id.
+    The prompt is consumed only after Telegram accepted the card: if the send fails, nothing
+    is lost, the person is told that nothing was sent and can send the message again.
+    """
     services = r.context.services
     settings = services.settings
     assert settings.admin_chat_id is not None
@@ -138,9 +149,11 @@ async def _relay(r: Reply, sender: Sender, user: User, text: str) -> None:
         )
     except TelegramError as exc:
         log.warning("could not post a mediator card in the admin chat: %s", exc)
-        await r.send(r.t("relay.failed"), [[r.button(r.label("relay.button"), "mediator_ask")]])
+        await r.send(r.t("relay.failed"), _cancel_keyboard(r))
         return
-    await services.mediator_relay.record(sender.resident_id, posted.message_id)
+    await services.mediator_relay.relayed(
+        user.id, sender.resident_id, settings.admin_chat_id, posted.message_id
+    )
     await r.send(*views.main_menu(r, r.t("relay.sent")))
 
 
@@ -158,6 +171,7 @@ async def on_admin_reply(update: Update, context: BotContext) -> None:
         return
     relay = context.services.mediator_relay
     result = await relay.queue_reply(
+        message.chat_id,
         message.reply_to_message.message_id,
         message.text,
         dedupe_key=f"{REPLY_KIND}:{message.chat_id}:{message.message_id}",

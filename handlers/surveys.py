@@ -266,15 +266,19 @@ async def _apply(r: Reply, cb: Callback) -> Step:
 
 
 async def on_written_answer(update: Update, context: BotContext) -> None:
-    """A message while a text question waits: it is the answer (otherwise, not ours)."""
+    """A message while a text question waits: it is the answer (otherwise, not ours).
+
+    The mediator prompt is captured before (handlers/mediator.py, a lower group), unless
+    this question was shown after it: the most recent explicit prompt wins.
+    """
     user, message = update.effective_user, update.effective_message
     if user is None or message is None:
         return
     surveys = context.services.surveys
-    participation_id = await surveys.awaiting_text(user.id)
-    if participation_id is None:
+    waiting = await surveys.awaiting_text(user.id)
+    if waiting is None:
         return
-    step = await surveys.answer_text(user.id, participation_id, message.text)
+    step = await surveys.answer_text(user.id, waiting.participation_id, message.text)
     if step.outcome not in (StepOutcome.ASK, StepOutcome.FINISHED, StepOutcome.INVALID):
         return  # answered elsewhere meanwhile: let the usual handlers reply
     await present(await Reply.for_update(update, context), step)

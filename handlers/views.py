@@ -45,6 +45,8 @@ def consent_prompt(r: Reply) -> tuple[str, Keyboard]:
 
 def language_choice(r: Reply) -> tuple[str, Keyboard]:
     keyboard = [[r.button(name, "lang", code)] for code, name in LANGUAGE_NAMES.items()]
+    # The announcements switch (handlers/broadcasts.py) lives with the other settings.
+    keyboard.append([r.button(r.label("broadcast.settings_button"), "broadcast_settings")])
     return r.t("language.ask"), keyboard
 
 

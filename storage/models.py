@@ -397,8 +397,9 @@ class SurveyRun(Base):
 class SurveyParticipation(Base):
     """That a person was asked, and where they are in the survey.
 
-    For an anonymous survey this is the only link to the person: the answers live in an
-    answer set without a resident, and the pointer to it is cleared when the person finishes.
+    For an anonymous survey this is the only link to the person: the answers wait in the
+    person's buffer (a ConversationState row), then move, with other people's, to answer sets
+    without a resident (bot/services/surveys.py); answer_set_id stays empty.
     """
 
     __tablename__ = "survey_participations"
@@ -414,6 +415,9 @@ class SurveyParticipation(Base):
     invited_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
+    # When the current question was shown (cleared at the end): a typed message answers it
+    # only for a while, and only the question shown last.
+    asked_at: Mapped[datetime | None]
 
     __table_args__ = (
         CheckConstraint(f"status IN ({_in(ParticipationStatus)})", name="status_known"),
@@ -480,8 +484,15 @@ class RelayedMessage(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     resident_id: Mapped[int] = mapped_column(ForeignKey("residents.id", ondelete="CASCADE"))
-    channel_message_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    # Telegram message ids are per chat: a card is found by both.
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    channel_message_id: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("uq_relayed_messages_chat_message", "chat_id", "channel_message_id", unique=True),
+        Index("ix_relayed_messages_resident_created", "resident_id", "created_at"),
+    )
 
 
 class RoleChange(Base):

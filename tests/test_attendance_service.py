@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select, update
 
 from bot.services.attendance import (
+    ROLL_LIST_LIMIT,
     AttendanceService,
     CheckInOutcome,
     normalize_code,
@@ -196,3 +197,20 @@ async def test_the_roll_closes_a_day_after_the_end_and_never_opens_for_a_cancell
     assert (await attendance.check_in_by_button(1, workshop)).outcome is (
         CheckInOutcome.NOT_REGISTERED
     )
+
+
+async def test_running_workshops_come_first_in_a_long_roll_list(db: Database):
+    """Review finding 7: with more workshops ended in the last 24 h than the list shows, the
+    ones running now are still listed, first, then the most recent."""
+    clock = new_clock()
+    attendance = AttendanceService(db, clock)
+    place = await seed_place(db)
+    ended = [
+        await workshop_at(db, clock, START - 20 * H + n * (H / 2), place=place) for n in range(22)
+    ]
+    running = await workshop_at(db, clock, START - H, place=place)
+    clock.set(START)
+    listed = [w.id for w in await attendance.roll_workshops()]
+    assert len(listed) == ROLL_LIST_LIMIT
+    assert listed[0] == running
+    assert listed[1:] == list(reversed(ended))[: ROLL_LIST_LIMIT - 1]

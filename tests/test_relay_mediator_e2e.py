@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from bot.clock import ManualClock
 from bot.services.mediator_relay import REPLY_KIND
@@ -16,6 +17,7 @@ from bot.settings import Settings
 from emulator.client import ChatView, EmulatorClient, SimulatedUser
 from emulator.server import BotApiEmulator
 from storage.db import Database
+from storage.models import SurveyAnswer
 from tests.e2e import bot_running, settings_for
 from tests.factories import new_clock
 from tests.relay_helpers import ADMIN_CHAT_ID, outbox_of_kind
@@ -196,3 +198,80 @@ async def test_at_most_five_messages_an_hour(world: World) -> None:
         await alice.press("💬 Parler à un médiateur")
         await alice.wait_message(contains="Écrire à un médiateur")
     assert len(await group.messages()) == 5
+
+
+async def _needs_up_to_the_written_question(alice: SimulatedUser) -> None:
+    """/needs, tick "something else", done: the question that waits for a written answer."""
+    await alice.send("/needs")
+    await alice.wait_message(contains="Qu'est-ce qui est difficile pour vous ?")
+    await alice.press("☐ ✏️ Autre chose")
+    await alice.wait_event(kind="edit")
+    await alice.press("✅ C'est fait")
+    await alice.wait_event(kind="edit", contains="Qu'est-ce qui est difficile d'autre ?")
+
+
+async def needs_answers(db: Database) -> dict[str, str | None]:
+    async with db.read() as session:
+        rows = await session.execute(select(SurveyAnswer.question_key, SurveyAnswer.free_text))
+        return dict(rows.all())
+
+
+async def test_a_survey_question_left_days_ago_does_not_take_the_mediator_message(
+    world: World,
+) -> None:
+    """Review finding 2: the most recent explicit prompt wins, and a written survey question
+    waits for an answer for 24 hours only."""
+    group, _ = await facilitators_group(world)
+    alice = await world.resident(1001, "Alice", "fr")
+    async with bot_running(world.settings(), world.clock):
+        await _needs_up_to_the_written_question(alice)
+        world.clock.advance(timedelta(days=3))  # she left it there
+        await open_prompt(alice, "💬 Parler à un médiateur", "Écrire à un médiateur")
+        await alice.send("Bonjour, j'ai besoin d'aide pour la CAF")
+        card = await group.wait_message(contains=CARD)
+        assert "Bonjour, j'ai besoin d'aide pour la CAF" in card.text
+        await alice.wait_message(contains="Votre message est envoyé")
+        await alice.send("Merci")  # neither the survey's nor the mediator's any more
+        await alice.wait_message(contains="Je ne sais pas lire les messages écrits")
+    assert "hard_other" not in await needs_answers(world.db)
+    assert len(await group.messages()) == 1
+
+
+async def test_the_prompt_shown_last_takes_the_text(world: World) -> None:
+    group, _ = await facilitators_group(world)
+    alice = await world.resident(1001, "Alice", "fr")
+    async with bot_running(world.settings(), world.clock):
+        # The survey question, then the mediator prompt: the message is for the mediator.
+        await _needs_up_to_the_written_question(alice)
+        world.clock.advance(timedelta(minutes=1))
+        await open_prompt(alice, "💬 Parler à un médiateur", "Écrire à un médiateur")
+        await alice.send("Pour le médiateur")
+        card = await group.wait_message(contains=CARD)
+        assert "Pour le médiateur" in card.text
+        await alice.wait_message(contains="Votre message est envoyé")
+        # The mediator prompt, then a survey question: the message answers the survey.
+        world.clock.advance(timedelta(minutes=1))
+        await open_prompt(alice, "💬 Parler à un médiateur", "Écrire à un médiateur")
+        world.clock.advance(timedelta(minutes=1))
+        await alice.send("/needs")  # resumes at the written question
+        await alice.wait_message(contains="Qu'est-ce qui est difficile d'autre ?")
+        await alice.send("Les papiers de la mairie")
+        await alice.wait_message(contains="Quelle aide")
+    assert (await needs_answers(world.db))["hard_other"] == "Les papiers de la mairie"
+    assert len(await group.messages()) == 1
+
+
+async def test_a_card_that_could_not_be_posted_can_be_sent_again(world: World) -> None:
+    """Review finding 5: when Telegram refuses the card, nothing is lost: the person is told
+    that nothing was sent, and sending the message again relays it."""
+    alice = await world.resident(1001, "Alice", "fr")
+    async with bot_running(world.settings(), world.clock):
+        await open_prompt(alice, "💬 Parler à un médiateur", "Écrire à un médiateur")
+        await alice.send("Ma question")  # the bot is not in the facilitators' group yet
+        failed = await alice.wait_message(contains="rien n'a été envoyé")
+        assert failed.button_texts() == ["✖️ Annuler"]
+        group, _ = await facilitators_group(world)
+        await alice.send("Ma question")
+        card = await group.wait_message(contains=CARD)
+        assert "Ma question" in card.text
+        await alice.wait_message(contains="Votre message est envoyé")

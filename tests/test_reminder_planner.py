@@ -185,9 +185,11 @@ async def test_a_person_promoted_late_gets_one_reminder_at_once(db: Database):
         if r.telegram_id == 2
     ]
     evening_at, last_minute_at = THURSDAY_2PM.isoformat(), (THURSDAY_2PM + 2 * H).isoformat()
+    # Nothing is delivered in this test: the catch-up still pending when the 2 h reminder
+    # is queued is dropped then (it would duplicate it).
     assert sorted(promoted) == [
         (evening_at, 120, "pending", paris(2026, 12, 3, 12, 0)),
-        (evening_at, 1440, "pending", paris(2026, 12, 2, 20, 0)),
+        (evening_at, 1440, "dropped", paris(2026, 12, 2, 20, 0)),
         (last_minute_at, 120, "pending", paris(2026, 12, 3, 15, 0)),
         (last_minute_at, 1440, "dropped", paris(2026, 12, 3, 15, 0)),
     ]
@@ -213,7 +215,11 @@ async def test_two_planners_on_two_engines_queue_each_reminder_once(db: Database
         await other_engine.dispose()
     assert (sum(first), sum(second)) == (40, 14 + 13)
     rows = await queued(db)
-    assert len(rows) == 40 + 27 and {r.status for r in rows} == {"pending"}
+    assert len(rows) == 40 + 27 and {r.status for r in rows if r.offset_minutes == 120} == {
+        "pending"
+    }
+    # Not delivered in this test, the 24 h reminders of those who got a 2 h one are dropped.
+    assert sum(r.status == "dropped" for r in rows) == 27
     assert len({(r.telegram_id, r.offset_minutes, r.starts_at) for r in rows}) == len(rows)
 
 
@@ -262,3 +268,48 @@ async def test_im_coming_is_recorded_once_and_only_for_a_seat_holder(db: Databas
             (await session.execute(select(Registration.id, Registration.coming_confirmed_at))).all()
         )
     assert coming == {first.registration_id: answered_at, first.registration_id + 1: None}
+
+
+async def test_a_catch_up_waiting_for_the_morning_gives_way_to_the_next_reminder(db: Database):
+    """Review finding 3: Thursday 10:00, one seat; the holder cancels on Wednesday at 23:00.
+    The promoted person's missed 24 h reminder waits for 08:00, when the 2 h reminder is
+    due too: only the 2 h one is sent."""
+    clock = new_clock()
+    planner = reminder_service(db, clock)
+    workshop = await workshop_at(db, clock, paris(2026, 12, 3, 10, 0), capacity=1)
+    assert await take_seat(db, clock, 1, workshop) == "confirmed"
+    assert await take_seat(db, clock, 2, workshop) == "waitlisted"
+    clock.set(paris(2026, 12, 2, 23, 0))
+    assert (await RegistrationService(db, clock).cancel(1, workshop)).promoted_resident_id
+    await sweep_until(planner, clock, paris(2026, 12, 3, 9, 0), timedelta(minutes=15))
+    promoted = [(r.offset_minutes, r.status, r.not_before) for r in await queued(db)]
+    assert sorted(p for p in promoted if p[1] == "pending") == [
+        (120, "pending", paris(2026, 12, 3, 8, 0))
+    ]
+    assert (1440, "dropped", paris(2026, 12, 3, 8, 0)) in promoted
+
+
+async def test_a_seat_taken_after_the_reminder_moved_before_quiet_hours(db: Database):
+    """Review finding 4: a seat taken at 21:30 for 09:00 the next day. The 2 h reminder (07:00,
+    quiet) would move to 20:55 the evening before, earlier than the seat: it goes at 08:00."""
+    clock = new_clock()
+    planner = reminder_service(db, clock)
+    workshop = await workshop_at(db, clock, paris(2026, 12, 2, 9, 0))
+    clock.set(paris(2026, 12, 1, 21, 30))
+    assert await take_seat(db, clock, 1, workshop) == "confirmed"
+    queued_at = await sweep_until(planner, clock, paris(2026, 12, 2, 9, 0), timedelta(minutes=5))
+    assert list(queued_at.values()) == [1]
+    assert [(r.offset_minutes, r.status, r.not_before) for r in await queued(db)] == [
+        (120, "pending", paris(2026, 12, 2, 8, 0))
+    ]
+
+
+async def test_a_seat_taken_just_before_quiet_hours_gets_its_reminder_at_once(db: Database):
+    clock = new_clock()
+    planner = reminder_service(db, clock)
+    workshop = await workshop_at(db, clock, paris(2026, 12, 2, 9, 0))
+    clock.set(paris(2026, 12, 1, 20, 57))  # after 20:55, still outside quiet hours
+    assert await take_seat(db, clock, 1, workshop) == "confirmed"
+    clock.advance(timedelta(minutes=1))
+    assert await planner.plan_due_reminders() == 1
+    assert [(r.offset_minutes, r.not_before) for r in await queued(db)] == [(120, clock.now())]

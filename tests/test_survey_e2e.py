@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select, update
 
 from bot.clock import ManualClock
+from bot.services.surveys import RESPONSE_CARD
 from bot.settings import Settings
 from bot.text_split import TELEGRAM_TEXT_LIMIT, telegram_length
 from emulator.client import ChatMessage, EmulatorClient, SimulatedGroup, SimulatedUser
@@ -139,14 +140,23 @@ async def test_the_poll_in_french_across_a_restart_then_card_and_digest(world: W
         )
         assert answer.show_alert and "plus valable" in (answer.text or "")
 
+        # Anonymous answers wait to be moved with other people's (fewer than
+        # min_group_size finished): the card comes when the poll closes, before the digest.
+        await services_of(application).surveys.sweep()
+        async with world.db.read() as session:
+            assert (
+                await session.scalar(
+                    select(OutboxMessage.id).where(OutboxMessage.kind == RESPONSE_CARD)
+                )
+                is None
+            )
+        world.clock.advance(timedelta(hours=48))
+        await services_of(application).surveys.sweep()
         card = await world.channel.wait_message(contains="Nouvelle réponse", timeout=10)
         assert "Réponse anonyme" in card.text and "Alice" not in card.text
         assert "• Satisfaction : 😄 5" in card.text
         assert "• Autre chose à essayer : « Envoyer des photos à ma fille »" in card.text
         assert "• Commentaire : passée" in card.text
-
-        world.clock.advance(timedelta(hours=48))
-        await services_of(application).surveys.sweep()
         digest = await world.channel.wait_message(contains="Bilan", timeout=10)
     assert "Atelier « Mon smartphone au quotidien »" in digest.text
     assert "Ont répondu : 1 sur 2" in digest.text

@@ -6,7 +6,7 @@ import asyncio
 from datetime import date, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from bot.clock import ManualClock
 from bot.services.surveys import (
@@ -17,7 +17,14 @@ from bot.services.surveys import (
     SurveyService,
 )
 from storage.db import Database
-from storage.models import OutboxMessage, Registration, Resident
+from storage.models import (
+    ConversationState,
+    OutboxMessage,
+    Registration,
+    Resident,
+    SurveyAnswer,
+    SurveyRun,
+)
 from tests.factories import new_clock, seed_place, seed_workshop
 from tests.survey_helpers import (
     ADMIN_CHAT,
@@ -67,7 +74,7 @@ async def test_needs_survey_in_full_with_a_jump_a_re_asked_text_and_a_skip(db, c
 
     step = await surveys.done(1, pid, index)
     assert step.question.question.key == "hard_other"  # the jump on "other"
-    assert await surveys.awaiting_text(1) == pid
+    assert (await surveys.awaiting_text(1)).participation_id == pid
     step = await surveys.answer_text(1, pid, "   ")
     assert (step.outcome, step.problem) == (StepOutcome.INVALID, Problem.EMPTY)
     step = await surveys.answer_text(1, pid, "x" * 301)
@@ -218,56 +225,140 @@ async def test_one_answer_set_per_person_even_with_double_taps(db, database_url,
     assert len(await answers(db)) == 1
 
 
-async def test_anonymous_answers_carry_no_link_to_the_person(db, clock):
-    surveys = survey_service(db, clock, survey_delay="2h")
+async def _invited(db, clock, surveys, people: range) -> tuple[int, dict[int, int]]:
+    """A workshop attended by `people`, its poll sent: (workshop, participation by person)."""
     workshop = await seed_workshop(db, clock, starts_in=timedelta(hours=1))
-    await registered(db, clock, 1, workshop)
-    await registered(db, clock, 2, workshop)
+    for person in people:
+        await registered(db, clock, person, workshop)
     clock.set(await workshop_end(db, workshop) + timedelta(hours=2))
-    assert (await surveys.sweep()).invited == 2
+    assert (await surveys.sweep()).invited == len(people)
     async with db.read() as session:
-        invitations = list(
-            await session.scalars(select(OutboxMessage).where(OutboxMessage.kind == INVITATION))
-        )
-    by_resident = {row.resident_id: row.payload["participation_id"] for row in invitations}
-    async with db.read() as session:
-        ids = dict((await session.execute(select(Resident.telegram_id, Resident.id))).all())
+        rows = (
+            await session.execute(
+                select(Resident.telegram_id, OutboxMessage.payload)
+                .join(Resident, Resident.id == OutboxMessage.resident_id)
+                .where(OutboxMessage.kind == INVITATION)
+            )
+        ).all()
+    return workshop, {person: payload["participation_id"] for person, payload in rows}
 
-    pid = by_resident[ids[1]]
-    step = await surveys.start(1, pid)
+
+async def _answer_poll(surveys, person: int, pid: int, comment: str):
+    step = await surveys.start(person, pid)
     assert step.survey.anonymous and step.question.question.key == "satisfaction"
-    step = await surveys.answer(1, pid, "satisfaction", 5)
-    assert (await participations(db))[0]["answer_set_id"] is not None  # while answering
-    step = await surveys.answer(1, pid, "usefulness", 4)
-    step = await surveys.answer(1, pid, "try_alone", ["redo"])  # default topics: no "other"
-    step = await surveys.answer(1, pid, "autonomy", 4)
-    step = await surveys.answer(1, pid, "comment", "Très bien, merci")
-    assert step.outcome is StepOutcome.FINISHED
-    # The second person stops halfway.
-    other = by_resident[ids[2]]
-    await surveys.start(2, other)
-    await surveys.answer(2, other, "satisfaction", 2)
+    await surveys.answer(person, pid, "satisfaction", 5)
+    await surveys.answer(person, pid, "usefulness", 4)
+    await surveys.answer(person, pid, "try_alone", ["redo"])  # default topics: no "other"
+    await surveys.answer(person, pid, "autonomy", 4)
+    return await surveys.answer(person, pid, "comment", comment)
 
-    rows = {row["resident_id"]: row for row in await participations(db)}
-    assert rows[ids[1]]["status"] == "completed"
-    assert rows[ids[1]]["answer_set_id"] is None
-    assert rows[ids[1]]["started_at"] is None and rows[ids[1]]["completed_at"] is None
-    assert rows[ids[2]]["answer_set_id"] is not None  # still answering
+
+async def _xmins(db, table: str) -> set[str]:
+    """PostgreSQL: the ids of the transactions that wrote the live rows of `table`."""
+    async with db.read() as session:
+        return set((await session.execute(text(f"SELECT xmin::text FROM {table}"))).scalars())
+
+
+async def _cards(db) -> list[OutboxMessage]:
+    async with db.read() as session:
+        return list(
+            await session.scalars(select(OutboxMessage).where(OutboxMessage.kind == RESPONSE_CARD))
+        )
+
+
+async def test_anonymous_answers_are_buffered_then_moved_in_shuffled_batches(db, clock):
+    """Review finding 1: no anonymous row is written by a transaction that also writes a row
+    tied to the person (PostgreSQL's xmin would link them for good)."""
+    surveys = survey_service(db, clock, survey_delay="2h", min_group_size=3)
+    workshop, pids = await _invited(db, clock, surveys, range(1, 6))
+
+    step = await _answer_poll(surveys, 1, pids[1], "Très bien, merci")
+    assert step.outcome is StepOutcome.FINISHED and not step.card_queued
+    assert await answer_sets(db) == [] and await answers(db) == {}  # still in the buffer
+    assert (await surveys.sweep()).cards == 0  # one person: not moved yet
+    assert await answer_sets(db) == []
+    await _answer_poll(surveys, 2, pids[2], "Super")
+    # The fourth person stops halfway; their answer stays in their buffer.
+    await surveys.start(4, pids[4])
+    await surveys.answer(4, pids[4], "satisfaction", 2)
+    await _answer_poll(surveys, 3, pids[3], "Merci")
+    assert await answer_sets(db) == []
+
+    report = await surveys.sweep()  # three people finished: moved together
+    assert report.cards == 3 and report.queued
     sets = await answer_sets(db)
-    assert [s["resident_id"] for s in sets] == [None, None]
+    assert len(sets) == 3 and all(s["completed"] for s in sets)
+    assert [s["resident_id"] for s in sets] == [None, None, None]
     assert {s["workshop_id"] for s in sets} == {workshop}
     assert all(s["time_bucket"] == date(2026, 11, 30) for s in sets)  # the Monday
+    assert sorted(a["free_text"] for a in await _comments(db)) == [
+        "Merci",
+        "Super",
+        "Très bien, merci",
+    ]
+    cards = await _cards(db)
+    assert len(cards) == 3
+    assert all(c.resident_id is None and set(c.payload) == {"answer_set_id"} for c in cards)
+    rows = {row["resident_id"]: row for row in await participations(db)}
+    finished = [row for row in rows.values() if row["status"] == "completed"]
+    assert len(finished) == 3
+    for row in finished:
+        assert row["answer_set_id"] is None
+        assert (row["started_at"], row["completed_at"], row["asked_at"]) == (None, None, None)
     async with db.read() as session:
-        card = (
-            await session.scalars(select(OutboxMessage).where(OutboxMessage.kind == RESPONSE_CARD))
-        ).one()
-    assert card.resident_id is None and set(card.payload) == {"answer_set_id"}
+        buffers = (await session.execute(select(ConversationState.user_id))).scalars().all()
+    assert buffers == [4]  # only the unfinished one
 
-    # When the poll closes, the unfinished answers lose their pointer too.
+    if not db.is_sqlite:
+        batch = await _xmins(db, "survey_answer_sets") | await _xmins(db, "survey_answers")
+        assert len(batch) == 1  # the three people share one transaction
+        person_rows = await _xmins(db, "survey_participations") | await _xmins(
+            db, "conversation_states"
+        )
+        assert not batch & person_rows
+        async with db.read() as session:
+            linked = await session.execute(
+                text(
+                    "SELECT r.telegram_id, a.free_text FROM survey_participations p"
+                    " JOIN residents r ON r.id = p.resident_id"
+                    " JOIN survey_answer_sets s ON s.xmin = p.xmin"
+                    " JOIN survey_answers a ON a.answer_set_id = s.id"
+                    " AND a.question_key = 'comment'"
+                )
+            )
+            assert linked.all() == []  # the review's query finds nobody
+
+    # A fifth person finishes alone; when the poll closes, what remains moves anyway and
+    # the unfinished buffer is deleted; the digest counts everyone who finished.
+    await _answer_poll(surveys, 5, pids[5], "Bien")
+    assert (await surveys.sweep()).cards == 0
     clock.advance(timedelta(hours=48))
-    assert (await surveys.sweep()).digests == 1
-    assert [row["answer_set_id"] for row in await participations(db)] == [None, None]
-    assert (await surveys.answer(2, other, "usefulness", 3)).outcome is StepOutcome.CLOSED
+    report = await surveys.sweep()
+    assert (report.cards, report.digests) == (1, 1)
+    async with db.read() as session:
+        assert (await session.execute(select(ConversationState.user_id))).all() == []
+        run_id = await session.scalar(select(SurveyRun.id).where(SurveyRun.workshop_id == workshop))
+    digest = await surveys.digest(run_id)
+    assert digest is not None and digest.respondents == 4
+    assert (await surveys.answer(4, pids[4], "usefulness", 3)).outcome is StepOutcome.CLOSED
+
+
+async def test_a_run_with_buffered_answers_waits_for_them_before_its_digest(db, clock):
+    surveys = survey_service(db, clock, survey_delay="2h", min_group_size=5)
+    _, pids = await _invited(db, clock, surveys, range(1, 3))
+    await _answer_poll(surveys, 1, pids[1], "Très bien")
+    clock.advance(timedelta(hours=48))
+    assert await surveys.close_due_runs() == 0  # its answer has not moved yet
+    assert await surveys.flush_anonymous_answers() == 1
+    assert await surveys.close_due_runs() == 1
+
+
+async def _comments(db) -> list[dict]:
+    async with db.read() as session:
+        rows = await session.scalars(
+            select(SurveyAnswer).where(SurveyAnswer.question_key == "comment")
+        )
+        return [{"free_text": row.free_text} for row in rows]
 
 
 async def test_the_needs_offer_follows_the_first_registration_only(db, clock, surveys):
@@ -301,3 +392,32 @@ async def test_the_needs_offer_follows_the_first_registration_only(db, clock, su
     assert await surveys.offer_needs_after_first_registration(1) is None
     # "Not now" is not "never": the person can still start it.
     assert (await surveys.start(1, offer)).outcome is StepOutcome.ASK
+
+
+async def test_a_written_answer_goes_to_the_question_shown_last_within_a_day(db, clock):
+    """Review finding 2: with two surveys waiting for text, the question shown last takes it,
+    and only for 24 hours."""
+    surveys = survey_service(db, clock, survey_delay="2h")
+    _, pids = await _invited(db, clock, surveys, range(1, 2))
+    step = await surveys.start_needs(1)
+    needs = step.participation_id
+    step = await surveys.pick(1, needs, step.question.index, option_index(step, "other"))
+    step = await surveys.done(1, needs, step.question.index)
+    assert step.question.question.key == "hard_other"
+    assert (await surveys.awaiting_text(1)).participation_id == needs
+
+    clock.advance(timedelta(minutes=1))
+    poll = pids[1]
+    await surveys.start(1, poll)
+    await surveys.answer(1, poll, "satisfaction", 5)
+    assert await surveys.awaiting_text(1) is None  # the question shown last has buttons
+    await surveys.answer(1, poll, "usefulness", 4)
+    await surveys.answer(1, poll, "try_alone", ["redo"])
+    await surveys.answer(1, poll, "autonomy", 4)
+    assert (await surveys.awaiting_text(1)).participation_id == poll  # the comment
+
+    clock.advance(timedelta(minutes=1))
+    assert (await surveys.start_needs(1)).question.question.key == "hard_other"  # shown again
+    assert (await surveys.awaiting_text(1)).participation_id == needs
+    clock.advance(timedelta(hours=24))
+    assert await surveys.awaiting_text(1) is None

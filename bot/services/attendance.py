@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
@@ -188,7 +188,7 @@ class AttendanceService:
             }
             if not rows:
                 return 0
-            return await queue_once(session, self._db.is_sqlite, rows)
+            return len(await queue_once(session, rows))
 
     async def visit_for_prompt(self, registration_id: int, starts_at: datetime) -> Visit | None:
         """The visit a queued check-in prompt is about, or None if it became pointless."""
@@ -213,12 +213,20 @@ class AttendanceService:
         return to_visit(row)
 
     async def roll_workshops(self) -> list[RollWorkshop]:
-        """Workshops whose roll can be taken: check-in open, or ended less than 24 h ago."""
+        """Workshops whose roll can be taken: check-in open, or ended less than 24 h ago.
+
+        Those not over yet come first, then the most recent: with many workshops ended in
+        the last 24 h, the ones being run now never fall off the list.
+        """
         now = self._clock.now()
         async with self._db.read() as session:
             rows = await session.execute(
                 _roll_workshop_query(now)
-                .order_by(Workshop.starts_at, Workshop.id)
+                .order_by(
+                    case((Workshop.ends_at > now, 0), else_=1),
+                    Workshop.starts_at.desc(),
+                    Workshop.id.desc(),
+                )
                 .limit(ROLL_LIST_LIMIT)
             )
             return [_roll_workshop(row) for row in rows]

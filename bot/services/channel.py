@@ -16,14 +16,12 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.services.outbox import enqueue_once
 from bot.services.workshops import waitlist_rank_subquery
 from storage.db import Database
 from storage.models import (
-    OutboxMessage,
     Registration,
     RegistrationStatus,
     Resident,
@@ -57,14 +55,6 @@ class NoticeFacts:
     promoted_person: str | None
 
 
-async def enqueue_once(session: AsyncSession, is_sqlite: bool, **values: Any) -> None:
-    """Insert an outbox row unless one with the same dedupe key exists."""
-    insert = sqlite_insert if is_sqlite else pg_insert
-    await session.execute(
-        insert(OutboxMessage).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    )
-
-
 class ChannelNotices:
     """Decides, inside registration transactions, which notices the channel gets."""
 
@@ -82,7 +72,6 @@ class ChannelNotices:
     ) -> None:
         await enqueue_once(
             session,
-            self._db.is_sqlite,
             chat_id=self._chat_id,
             kind=NOTICE_KIND,
             payload=payload,

@@ -1,15 +1,19 @@
 """Talk to a mediator: a resident's message to the facilitators' channel, and replies back.
 
-The step "write your message" is a ConversationState row, so it survives a restart. Taking the
-awaited message deletes that row with a conditional DELETE: a message is relayed at most once
-per prompt. Each relayed card is remembered (RelayedMessage: channel message id -> resident), so
-that a facilitator's reply to the card can be routed back; the reply goes through the outbox,
-with the facilitator's message as dedupe key, so a replayed update never answers twice.
+The step "write your message" is a ConversationState row, so it survives a restart. Each
+relayed card is remembered (RelayedMessage: chat and message id -> resident; Telegram message
+ids are per chat), so that a facilitator's reply to the card can be routed back; the reply goes
+through the outbox, with the facilitator's message as dedupe key, so a replayed update never
+answers twice.
 
-The hourly limit counts the cards relayed in the last hour. Counting and relaying are two
-units of work around the send to Telegram (no transaction is held over the network); one
-person's updates are handled one after the other (bot.ordering), so the count cannot be raced
-by the same person.
+The card itself is sent directly, not through the outbox: the outbox cannot hand back the
+channel message id, which replies are routed by. So that the resident's text is never lost,
+`take` only checks the message (the prompt stays open) and `relayed`, called once Telegram
+accepted the card, consumes the prompt and records the card in one transaction. If the send
+fails, the prompt is still open and the person can simply send their message again. One
+person's updates are handled one after the other (bot.ordering), so neither the prompt nor the
+hourly count (the cards relayed in the last hour) can be raced by the same person, and no
+transaction is held over the network.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
-from bot.services.channel import enqueue_once
+from bot.services.outbox import enqueue_once
+from bot.services.registration import consenting_resident
 from storage.db import Database
 from storage.models import ConversationState, RelayedMessage, Resident
 
@@ -40,7 +45,7 @@ class AskOutcome(StrEnum):
 
 
 class TakeOutcome(StrEnum):
-    RELAY = "relay"  # send it: the prompt is consumed
+    RELAY = "relay"  # send it, then call `relayed` (the prompt stays open until then)
     NOT_WAITING = "not_waiting"  # no prompt (or an expired one): not for the relay
     EMPTY = "empty"  # ask again, the prompt stays
     TOO_LONG = "too_long"  # ask again, the prompt stays
@@ -101,7 +106,7 @@ class MediatorRelay:
         now = self._clock.now()
         insert = sqlite_insert if self._db.is_sqlite else pg_insert
         async with self._db.write() as session:
-            resident_id = await _consenting_resident(session, telegram_id)
+            resident_id = await consenting_resident(session, telegram_id)
             if resident_id is None:
                 return AskOutcome.NOT_RESIDENT
             if await self._relayed_last_hour(session, resident_id, now) >= self.per_hour:
@@ -127,27 +132,31 @@ class MediatorRelay:
 
     async def is_waiting(self, telegram_id: int) -> bool:
         """Whether the person's next message is for a mediator (a cheap read for every text)."""
+        return await self.waiting_since(telegram_id) is not None
+
+    async def waiting_since(self, telegram_id: int) -> datetime | None:
+        """When the open "write your message" prompt was shown, if there is one."""
         async with self._db.read() as session:
-            found = await session.scalar(
-                select(ConversationState.user_id).where(
+            return await session.scalar(
+                select(ConversationState.updated_at).where(
                     _prompt_of(telegram_id), self._fresh(self._clock.now())
                 )
             )
-            return found is not None
 
     async def take(self, telegram_id: int, text: str) -> TakeResult:
         """The message awaited by `is_waiting`: an empty or too long one leaves the prompt
-        open (ask again); a good one, or one over the hourly limit, consumes it."""
+        open (ask again), one over the hourly limit consumes it, a good one is to be sent
+        (the prompt stays open until `relayed`)."""
         if not text.strip():
             return TakeResult(TakeOutcome.EMPTY)
         if len(text) > self.max_chars:
             return TakeResult(TakeOutcome.TOO_LONG)
         now = self._clock.now()
         async with self._db.write() as session:
-            taken = await session.execute(
-                delete(ConversationState).where(_prompt_of(telegram_id), self._fresh(now))
+            prompt = await session.scalar(
+                select(ConversationState.user_id).where(_prompt_of(telegram_id), self._fresh(now))
             )
-            if taken.rowcount != 1:
+            if prompt is None:
                 return TakeResult(TakeOutcome.NOT_WAITING)
             resident = (
                 await session.execute(
@@ -159,24 +168,30 @@ class MediatorRelay:
             if resident is None:
                 return TakeResult(TakeOutcome.NOT_WAITING)
             if await self._relayed_last_hour(session, resident.id, now) >= self.per_hour:
+                await session.execute(delete(ConversationState).where(_prompt_of(telegram_id)))
                 return TakeResult(TakeOutcome.LIMITED)
             return TakeResult(
                 TakeOutcome.RELAY, Sender(resident.id, resident.first_name, resident.language)
             )
 
-    async def record(self, resident_id: int, channel_message_id: int) -> None:
-        """Remember which resident a card posted in the channel stands for."""
+    async def relayed(
+        self, telegram_id: int, resident_id: int, chat_id: int, channel_message_id: int
+    ) -> None:
+        """The card was accepted by Telegram: the prompt is consumed and the card remembered
+        (which resident it stands for), in one transaction."""
         async with self._db.write() as session:
+            await session.execute(delete(ConversationState).where(_prompt_of(telegram_id)))
             session.add(
                 RelayedMessage(
                     resident_id=resident_id,
+                    chat_id=chat_id,
                     channel_message_id=channel_message_id,
                     created_at=self._clock.now(),
                 )
             )
 
     async def queue_reply(
-        self, channel_message_id: int, text: str | None, dedupe_key: str
+        self, chat_id: int, channel_message_id: int, text: str | None, dedupe_key: str
     ) -> ReplyResult:
         """Queue a facilitator's reply to a relayed card for the resident behind it."""
         now = self._clock.now()
@@ -187,7 +202,10 @@ class MediatorRelay:
                         Resident.id, Resident.first_name, Resident.is_active, Resident.consented_at
                     )
                     .join(RelayedMessage, RelayedMessage.resident_id == Resident.id)
-                    .where(RelayedMessage.channel_message_id == channel_message_id)
+                    .where(
+                        RelayedMessage.chat_id == chat_id,
+                        RelayedMessage.channel_message_id == channel_message_id,
+                    )
                 )
             ).one_or_none()
             if resident is None:
@@ -200,7 +218,6 @@ class MediatorRelay:
                 return ReplyResult(ReplyOutcome.UNREACHABLE, resident.first_name)
             await enqueue_once(
                 session,
-                self._db.is_sqlite,
                 resident_id=resident.id,
                 kind=REPLY_KIND,
                 payload={"text": text},
@@ -232,12 +249,4 @@ def _prompt_of(telegram_id: int) -> ColumnElement[bool]:
     return and_(
         ConversationState.user_id == telegram_id,
         ConversationState.conversation == CONVERSATION,
-    )
-
-
-async def _consenting_resident(session: AsyncSession, telegram_id: int) -> int | None:
-    return await session.scalar(
-        select(Resident.id).where(
-            Resident.telegram_id == telegram_id, Resident.consented_at.is_not(None)
-        )
     )

@@ -14,13 +14,29 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
 from storage.db import Database
-from storage.models import OutboxMessage, OutboxStatus, Resident
+from storage.models import Broadcast, BroadcastStatus, OutboxMessage, OutboxStatus, Resident
 
 LEASE = timedelta(minutes=2)
 MAX_ATTEMPTS = 5
+
+
+async def enqueue_once(session: AsyncSession, **values: Any) -> bool:
+    """Insert an outbox row (OutboxMessage columns) in the caller's transaction, unless one
+    with the same dedupe key exists; returns whether it was inserted."""
+    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
+    inserted = await session.execute(
+        insert(OutboxMessage)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(OutboxMessage.id)
+    )
+    return inserted.scalar_one_or_none() is not None
 
 
 @dataclass(frozen=True)
@@ -33,6 +49,8 @@ class ClaimedMessage:
     chat_id: int | None  # None when the person is gone: the message is dropped
     language: str | None
     resident_active: bool
+    broadcast_id: int | None = None  # set on the rows of a broadcast (one per recipient)
+    wants_announcements: bool = True  # the person may have turned announcements off since
 
 
 class Outbox:
@@ -41,9 +59,21 @@ class Outbox:
         self._clock = clock
         self.worker_id = worker_id
 
-    async def claim_due(self, limit: int = 50) -> list[ClaimedMessage]:
-        """Claim up to `limit` due messages for this worker, oldest first."""
+    async def claim_due(self, limit: int = 50, *, broadcast: bool = False) -> list[ClaimedMessage]:
+        """Claim up to `limit` due messages for this worker, oldest first.
+
+        Broadcast rows are paced by their own sender (bot/broadcast_sender.py): the generic
+        delivery claims only the others (`broadcast=False`), the broadcast sender only rows of
+        broadcasts still being sent (`broadcast=True`).
+        """
         now = self._clock.now()
+        of_broadcasts = (
+            OutboxMessage.broadcast_id.in_(
+                select(Broadcast.id).where(Broadcast.status == BroadcastStatus.SENDING)
+            )
+            if broadcast
+            else OutboxMessage.broadcast_id.is_(None)
+        )
         async with self._db.write() as session:
             due = (
                 select(OutboxMessage.id)
@@ -51,6 +81,7 @@ class Outbox:
                     OutboxMessage.status == OutboxStatus.PENDING,
                     OutboxMessage.not_before <= now,
                     or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
+                    of_broadcasts,
                 )
                 .order_by(OutboxMessage.not_before, OutboxMessage.id)
                 .limit(limit)
@@ -80,6 +111,8 @@ class Outbox:
                     Resident.language,
                     Resident.is_active,
                     Resident.consented_at,
+                    Resident.wants_announcements,
+                    OutboxMessage.broadcast_id,
                 )
                 .outerjoin(Resident, Resident.id == OutboxMessage.resident_id)
                 .where(OutboxMessage.id.in_(ids))
@@ -96,6 +129,8 @@ class Outbox:
                     language=r.language,
                     resident_active=r.resident_id is None
                     or (bool(r.is_active) and r.consented_at is not None),
+                    broadcast_id=r.broadcast_id,
+                    wants_announcements=r.wants_announcements is not False,
                 )
                 for r in rows
             ]

@@ -94,7 +94,7 @@ class RegistrationService:
     async def _register(self, telegram_id: int, workshop_id: int) -> RegisterResult:
         now = self._clock.now()
         async with self._db.write() as session:
-            resident_id = await _consenting_resident(session, telegram_id)
+            resident_id = await consenting_resident(session, telegram_id)
             if resident_id is None:
                 return RegisterResult(RegisterOutcome.NO_CONSENT)
             workshop = (
@@ -110,46 +110,14 @@ class RegistrationService:
             if existing is not None:
                 return existing
 
-            if await take_seat(session, workshop_id):
-                session.add(
-                    Registration(
-                        workshop_id=workshop_id,
-                        resident_id=resident_id,
-                        status=RegistrationStatus.CONFIRMED,
-                        created_at=now,
-                        confirmed_at=now,
-                    )
-                )
-                await session.flush()
-                if self._channel is not None:
-                    await self._channel.registered(session, workshop_id, resident_id, now)
-                return RegisterResult(RegisterOutcome.CONFIRMED)
-
-            ticket = await session.scalar(
-                update(Workshop)
-                .where(Workshop.id == workshop_id)
-                .values(waitlist_seq=Workshop.waitlist_seq + 1)
-                .returning(Workshop.waitlist_seq)
-            )
-            session.add(
-                Registration(
-                    workshop_id=workshop_id,
-                    resident_id=resident_id,
-                    status=RegistrationStatus.WAITLISTED,
-                    created_at=now,
-                    waitlist_position=ticket,
-                )
-            )
-            await session.flush()
-            place = await _live_place(session, resident_id, workshop_id)
-            assert place is not None
+            result = await seat_or_waitlist(session, workshop_id, resident_id, now)
             if self._channel is not None:
                 await self._channel.registered(session, workshop_id, resident_id, now)
-            return RegisterResult(RegisterOutcome.WAITLISTED, place.waitlist_rank)
+            return result
 
     async def _existing_place(self, telegram_id: int, workshop_id: int) -> RegisterResult:
         async with self._db.read() as session:
-            resident_id = await _consenting_resident(session, telegram_id)
+            resident_id = await consenting_resident(session, telegram_id)
             place = await _live_place(session, resident_id, workshop_id) if resident_id else None
         if place is None:
             raise RuntimeError("registration refused by the database without a live place")
@@ -159,7 +127,7 @@ class RegistrationService:
         """Give up a seat or a waitlist place; a freed seat goes to the first person waiting."""
         now = self._clock.now()
         async with self._db.write() as session:
-            resident_id = await _consenting_resident(session, telegram_id)
+            resident_id = await consenting_resident(session, telegram_id)
             if resident_id is None:
                 return CancelResult(CancelOutcome.NOT_REGISTERED)
             registration = (
@@ -249,7 +217,8 @@ class RegistrationService:
             ]
 
 
-async def _consenting_resident(session: AsyncSession, telegram_id: int) -> int | None:
+async def consenting_resident(session: AsyncSession, telegram_id: int) -> int | None:
+    """The id of the resident behind a Telegram id, if they gave their consent."""
     return await session.scalar(
         select(Resident.id).where(
             Resident.telegram_id == telegram_id, Resident.consented_at.is_not(None)
@@ -276,6 +245,47 @@ async def _live_place(
     if row[0] == RegistrationStatus.CONFIRMED:
         return RegisterResult(RegisterOutcome.ALREADY_CONFIRMED)
     return RegisterResult(RegisterOutcome.ALREADY_WAITLISTED, row[1])
+
+
+async def seat_or_waitlist(
+    session: AsyncSession, workshop_id: int, resident_id: int, now: datetime
+) -> RegisterResult:
+    """Give the person a seat if one is left, else the next waitlist ticket.
+
+    The caller has checked that the workshop is open and that the person holds no live place
+    in it; the unique index on live registrations guards against a concurrent duplicate.
+    """
+    if await take_seat(session, workshop_id):
+        session.add(
+            Registration(
+                workshop_id=workshop_id,
+                resident_id=resident_id,
+                status=RegistrationStatus.CONFIRMED,
+                created_at=now,
+                confirmed_at=now,
+            )
+        )
+        await session.flush()
+        return RegisterResult(RegisterOutcome.CONFIRMED)
+    ticket = await session.scalar(
+        update(Workshop)
+        .where(Workshop.id == workshop_id)
+        .values(waitlist_seq=Workshop.waitlist_seq + 1)
+        .returning(Workshop.waitlist_seq)
+    )
+    session.add(
+        Registration(
+            workshop_id=workshop_id,
+            resident_id=resident_id,
+            status=RegistrationStatus.WAITLISTED,
+            created_at=now,
+            waitlist_position=ticket,
+        )
+    )
+    await session.flush()
+    place = await _live_place(session, resident_id, workshop_id)
+    assert place is not None
+    return RegisterResult(RegisterOutcome.WAITLISTED, place.waitlist_rank)
 
 
 async def take_seat(session: AsyncSession, workshop_id: int) -> bool:

@@ -8,12 +8,16 @@ new time (those for the old time are dropped when they come up for sending).
 
 Rules, in the order the sweep applies them:
 - a reminder due during quiet hours goes out just before they begin (20:55 the evening before);
-- only reminders due after the person got their seat count (registering 3 h before a
-  workshop earns no 24 h reminder);
+- only reminders whose nominal time (the start minus the offset) comes after the person got
+  their seat count (registering 3 h before a workshop earns no 24 h reminder); when the time
+  moved out of quiet hours had already passed at the seat (a seat taken at 21:30 for 09:00
+  the next day), the reminder goes at the end of quiet hours, or at once;
 - a person promoted from the waitlist after a reminder was due gets one reminder at once for
   all they missed (in the morning if the promotion came during quiet hours);
 - when several reminders are overdue together (the bot was down), only the most recent is
-  sent; the older ones are recorded as dropped so that they are never sent.
+  sent; the older ones are recorded as dropped so that they are never sent. A reminder
+  queued for later (the end of quiet hours) and not yet claimed is dropped, in the same
+  transaction, when a more recent reminder of the same registration is queued.
 """
 
 from __future__ import annotations
@@ -23,12 +27,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
+from bot.services.outbox import enqueue_once
 from storage.db import Database
 from storage.models import (
     OutboxMessage,
@@ -113,10 +116,12 @@ class ReminderPolicy:
         due_now: list[tuple[timedelta, datetime]] = []
         for offset in self.offsets:
             due = self.due_at(starts_at, offset)
+            if starts_at - offset <= seated_at and not promoted:
+                continue  # they got their seat after this reminder's time
             if due <= seated_at:
-                if not promoted:
-                    continue  # they got their seat after this reminder's time
-                due = seated_at  # missed while waiting: caught up at the promotion
+                # Missed while waiting (caught up at the promotion), or moved before quiet
+                # hours to a time before the seat: due at the seat (send_at keeps it quiet).
+                due = seated_at
             if due <= now:
                 due_now.append((offset, due))
         if not due_now:
@@ -233,14 +238,23 @@ class ReminderService:
                 )
             )
             rows: dict[str, dict[str, Any]] = {}
+            older: dict[str, list[str]] = {}  # a reminder to send -> the keys it supersedes
             for c in candidates:
                 promoted = c.promoted_at is not None
                 for decision in policy.decide(c.starts_at, c.seated_at, promoted, now):
                     key = reminder_key(c.id, decision.offset, c.starts_at)
                     rows[key] = _outbox_row(c, decision, key, now, policy)
+                    if decision.send:
+                        older[key] = [
+                            reminder_key(c.id, offset, c.starts_at)
+                            for offset in policy.offsets
+                            if offset > decision.offset
+                        ]
             if not rows:
                 return 0
-            return await queue_once(session, self._db.is_sqlite, rows)
+            queued = await queue_once(session, rows)
+            await _drop_pending(session, [k for key in queued for k in older.get(key, ())], now)
+            return len(queued)
 
     async def visit_for_reminder(self, registration_id: int, starts_at: datetime) -> Visit | None:
         """The visit a queued reminder is about, or None if the reminder became pointless.
@@ -306,8 +320,9 @@ async def _live_visit(
     ).one_or_none()
 
 
-async def queue_once(session: AsyncSession, is_sqlite: bool, rows: dict[str, dict]) -> int:
-    """Insert outbox rows (by dedupe key) that are not there yet; returns how many are pending.
+async def queue_once(session: AsyncSession, rows: dict[str, dict]) -> list[str]:
+    """Insert outbox rows (by dedupe key) that are not there yet; returns the keys of those
+    inserted pending (to be sent).
 
     Keys already present are looked up first so that a sweep re-run every minute writes
     nothing; the insert still ignores conflicts, for another instance sweeping at once.
@@ -321,18 +336,25 @@ async def queue_once(session: AsyncSession, is_sqlite: bool, rows: dict[str, dic
         )
         for key in found:
             rows.pop(key or "", None)
-    insert = sqlite_insert if is_sqlite else pg_insert
-    ordered = [rows[key] for key in sorted(rows)]
-    queued = 0
-    for start in range(0, len(ordered), _BATCH):
-        inserted = await session.execute(
-            insert(OutboxMessage)
-            .values(ordered[start : start + _BATCH])
-            .on_conflict_do_nothing(index_elements=["dedupe_key"])
-            .returning(OutboxMessage.status)
-        )
-        queued += sum(1 for status in inserted.scalars() if status == OutboxStatus.PENDING)
+    queued = []
+    for key in sorted(rows):
+        if await enqueue_once(session, **rows[key]) and rows[key]["status"] == OutboxStatus.PENDING:
+            queued.append(key)
     return queued
+
+
+async def _drop_pending(session: AsyncSession, keys: list[str], now: datetime) -> None:
+    """Drop the reminders of `keys` still waiting to be sent and not claimed by a worker."""
+    for start in range(0, len(keys), _BATCH):
+        await session.execute(
+            update(OutboxMessage)
+            .where(
+                OutboxMessage.dedupe_key.in_(keys[start : start + _BATCH]),
+                OutboxMessage.status == OutboxStatus.PENDING,
+                or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
+            )
+            .values(status=OutboxStatus.DROPPED, last_error=SUPERSEDED)
+        )
 
 
 def _outbox_row(

@@ -1,15 +1,20 @@
 """The survey engine: who is asked what, where each person is, and what they answered.
 
 A participation (one per person and survey run, a unique index) records where the person is
-(`current_question`), so a restart resumes where they were; each answer is saved as it comes
-(one row per question, upserted). Every operation locks the participation row first, so
-concurrent taps of one person are applied one after the other.
+(`current_question`, shown at `asked_at`), so a restart resumes where they were; each answer
+is saved as it comes. Every operation locks the participation row first, so concurrent taps
+of one person are applied one after the other.
 
-Anonymous surveys: the answer set has no resident, only the workshop and the week. The
-participation points to it while the person answers, and the pointer is cleared when they
-finish (or when the run closes), so at rest nothing links the answers to the person, while
-the participation still says that they answered. Anonymous participations keep no start or
-end time either, so that the order of answer sets cannot be matched with people.
+Anonymous surveys: the answer set has no resident, only the workshop and the week. Nothing
+anonymous is ever written in a transaction that also writes a row tied to the person: on
+PostgreSQL every row keeps the id of the transaction that last wrote it (xmin), so such a
+transaction would tie the answers to the person for good. While a person answers, their
+answers wait in a buffer of their own (a ConversationState row, conversation
+"survey:<run id>"); finishing marks the participation completed and the buffer complete. The
+sweep then moves the complete buffers of a run into answer sets in ONE transaction for at
+least `min_group_size` people at once, in shuffled order, deleting the buffers in that same
+transaction (see flush_anonymous_answers). Anonymous participations keep no start or end
+time either, so that the order of answer sets cannot be matched with people.
 
 Scheduled work (invitations after workshops, follow-ups, digests when a run closes) is
 decided by sweeps that read the database and the injected clock: re-running a sweep, or two
@@ -19,18 +24,22 @@ and an atomic claim of each digest).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, func, literal, null, or_, select, update
+from sqlalchemy import String, cast, delete, func, literal, null, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
+from bot.services.outbox import enqueue_once
+from bot.services.registration import consenting_resident
+from bot.services.reminders import ReminderPolicy
 from bot.services.survey_digest import RunDigest, read_digest
 from bot.settings import Settings
 from bot.surveys import (
@@ -44,7 +53,7 @@ from bot.surveys import (
 )
 from storage.db import Database
 from storage.models import (
-    OutboxMessage,
+    ConversationState,
     ParticipationStatus,
     Registration,
     Resident,
@@ -68,6 +77,13 @@ NEEDS = "needs"
 INVITATION = "survey_invitation"
 RESPONSE_CARD = "survey_response"
 DIGEST = "survey_digest"
+
+# A typed message answers a text question only this long after the question was shown.
+TEXT_ANSWER_WINDOW = timedelta(hours=24)
+# The buffer of a person's anonymous answers (ConversationState.conversation / .state).
+BUFFER_PREFIX = "survey:"
+ANSWERING = "answering"
+COMPLETE = "complete"
 
 
 class StepOutcome(StrEnum):
@@ -145,10 +161,19 @@ class ResponseCard:
 class SweepReport:
     invited: int  # invitations queued (post-workshop polls and follow-ups)
     digests: int  # digests queued
+    cards: int = 0  # response cards of anonymous answers just moved out of their buffers
 
     @property
     def queued(self) -> bool:
-        return bool(self.invited or self.digests)
+        return bool(self.invited or self.digests or self.cards)
+
+
+@dataclass(frozen=True)
+class WaitingText:
+    """The participation whose text question was shown last, and when."""
+
+    participation_id: int
+    asked_at: datetime
 
 
 @dataclass
@@ -156,6 +181,7 @@ class _Run:
     """A locked participation and what its run is about (inside one unit of work)."""
 
     participation: SurveyParticipation
+    telegram_id: int
     survey: SurveyDef
     run_id: int
     workshop_id: int | None
@@ -179,6 +205,8 @@ class SurveyService:
         self.catalog = catalog
         self._settings = settings
         self._insert = sqlite_insert if db.is_sqlite else pg_insert
+        # Quiet hours are read by the reminders' policy: one definition of "quiet".
+        self._quiet = ReminderPolicy(settings.reminder_offsets, settings.quiet_hours, settings.tz)
 
     # -- starting -------------------------------------------------------------------------
 
@@ -195,7 +223,7 @@ class SurveyService:
         """/needs: the needs survey, started or resumed (one answer set per person)."""
         now = self._clock.now()
         async with self._db.write() as session:
-            resident_id = await _consenting_resident(session, telegram_id)
+            resident_id = await consenting_resident(session, telegram_id)
             if resident_id is None:
                 return Step(StepOutcome.UNKNOWN)
             run_id = await self._run_for(session, NEEDS, None, None, now)
@@ -208,7 +236,7 @@ class SurveyService:
         """After a confirmed registration: the 1-5 autonomy question, open until the start."""
         now = self._clock.now()
         async with self._db.write() as session:
-            resident_id = await _consenting_resident(session, telegram_id)
+            resident_id = await consenting_resident(session, telegram_id)
             starts_at = await session.scalar(
                 select(Workshop.starts_at).where(Workshop.id == workshop_id)
             )
@@ -225,7 +253,7 @@ class SurveyService:
         participation to offer (status invited), or None."""
         now = self._clock.now()
         async with self._db.write() as session:
-            resident_id = await _consenting_resident(session, telegram_id)
+            resident_id = await consenting_resident(session, telegram_id)
             if resident_id is None:
                 return None
             registrations = await session.scalar(
@@ -351,34 +379,41 @@ class SurveyService:
             await self._save(session, run, question, now, skipped=True)
             return await self._advance(session, run, question, None, now)
 
-    async def awaiting_text(self, telegram_id: int) -> int | None:
-        """The participation whose current question waits for a written answer, if any."""
-        waiting = [
-            and_(
-                SurveyRun.survey_key == survey.key,
-                SurveyParticipation.current_question.in_(
-                    [q.key for q in survey.questions if q.type is QuestionType.TEXT]
-                ),
-            )
-            for survey in self.catalog
-            if any(q.type is QuestionType.TEXT for q in survey.questions)
-        ]
-        if not waiting:
-            return None
+    async def awaiting_text(self, telegram_id: int) -> WaitingText | None:
+        """The participation waiting for a written answer, if any: only the question shown
+        last among the person's surveys, and only for TEXT_ANSWER_WINDOW after it was shown
+        (a text days later is not an answer to a forgotten question)."""
+        now = self._clock.now()
         async with self._db.read() as session:
-            return await session.scalar(
-                select(SurveyParticipation.id)
-                .join(SurveyRun, SurveyRun.id == SurveyParticipation.run_id)
-                .join(Resident, Resident.id == SurveyParticipation.resident_id)
-                .where(
-                    Resident.telegram_id == telegram_id,
-                    SurveyParticipation.status == ParticipationStatus.IN_PROGRESS,
-                    or_(*waiting),
-                    or_(SurveyRun.closes_at.is_(None), SurveyRun.closes_at > self._clock.now()),
+            last = (
+                await session.execute(
+                    select(
+                        SurveyParticipation.id,
+                        SurveyParticipation.current_question,
+                        SurveyParticipation.asked_at,
+                        SurveyRun.survey_key,
+                        SurveyRun.closes_at,
+                    )
+                    .join(SurveyRun, SurveyRun.id == SurveyParticipation.run_id)
+                    .join(Resident, Resident.id == SurveyParticipation.resident_id)
+                    .where(
+                        Resident.telegram_id == telegram_id,
+                        SurveyParticipation.status == ParticipationStatus.IN_PROGRESS,
+                        SurveyParticipation.asked_at.is_not(None),
+                    )
+                    .order_by(SurveyParticipation.asked_at.desc(), SurveyParticipation.id.desc())
+                    .limit(1)
                 )
-                .order_by(SurveyParticipation.id.desc())
-                .limit(1)
-            )
+            ).one_or_none()
+        if last is None or last.asked_at <= now - TEXT_ANSWER_WINDOW:
+            return None
+        if last.closes_at is not None and last.closes_at <= now:
+            return None
+        survey = self.catalog.surveys.get(last.survey_key)
+        question = survey.question(last.current_question or "") if survey else None
+        if question is None or question.type is not QuestionType.TEXT:
+            return None
+        return WaitingText(last.id, last.asked_at)
 
     async def answer_text(self, telegram_id: int, participation_id: int, text: str | None) -> Step:
         """A written message for the current text question (None: not a text message)."""
@@ -489,11 +524,113 @@ class SurveyService:
     # -- sweeps ---------------------------------------------------------------------------
 
     async def sweep(self) -> SweepReport:
-        """Everything due now: invitations after workshops, follow-ups, digests."""
+        """Everything due now: invitations after workshops, follow-ups, anonymous answers
+        moved out of their buffers, digests (after the last answers of their run moved)."""
         invited = await self.invite_after_workshops(POST_WORKSHOP, self._settings.survey_delay)
         invited += await self.invite_after_workshops(FOLLOW_UP, self._settings.follow_up_after)
-        digests = await self.close_due_runs()
-        return SweepReport(invited, digests)
+        now = self._clock.now()
+        cards = await self.flush_anonymous_answers(now)
+        digests = await self.close_due_runs(now)
+        return SweepReport(invited, digests, cards)
+
+    async def flush_anonymous_answers(self, now: datetime | None = None) -> int:
+        """Move complete anonymous answer buffers into answer sets; returns cards queued.
+
+        Per run, one transaction takes the complete buffers of at least `min_group_size`
+        people at once: it writes their answer sets in shuffled order (week only, no
+        resident) and deletes their buffers. That transaction writes no live row tied to a
+        person, and the participations were last written when each person finished, in
+        transactions that wrote nothing anonymous: nothing left in the database ties one
+        person to one answer set, only the batch to the run it belongs to.
+
+        When the run has closed, whatever remains is moved even when fewer people are left
+        (their figures are then protected by the small-count hiding of the statistics),
+        and unfinished buffers are deleted: unfinished answers never count.
+        """
+        now = now or self._clock.now()
+        minimum = self._settings.min_group_size
+        async with self._db.read() as session:
+            rows = await session.execute(
+                select(
+                    ConversationState.conversation,
+                    func.count().filter(ConversationState.state == COMPLETE).label("complete"),
+                )
+                .where(ConversationState.conversation.startswith(BUFFER_PREFIX))
+                .group_by(ConversationState.conversation)
+            )
+            waiting = {
+                int(row.conversation.removeprefix(BUFFER_PREFIX)): row.complete for row in rows
+            }
+            if not waiting:
+                return 0
+            closed = set(
+                await session.scalars(
+                    select(SurveyRun.id).where(
+                        SurveyRun.id.in_(waiting), SurveyRun.closes_at <= now
+                    )
+                )
+            )
+        cards = 0
+        for run_id, complete in sorted(waiting.items()):
+            if run_id in closed or complete >= minimum:
+                cards += await self._flush_run(run_id, closing=run_id in closed, now=now)
+        return cards
+
+    async def _flush_run(self, run_id: int, *, closing: bool, now: datetime) -> int:
+        """One transaction: the complete buffers of a run become answer sets (see above)."""
+        conversation = f"{BUFFER_PREFIX}{run_id}"
+        settings = self._settings
+        async with self._db.write() as session:
+            buffers = list(
+                await session.execute(
+                    select(ConversationState.user_id, ConversationState.data)
+                    .where(
+                        ConversationState.conversation == conversation,
+                        ConversationState.state == COMPLETE,
+                    )
+                    .with_for_update()
+                )
+            )
+            if not closing and len(buffers) < settings.min_group_size:
+                return 0  # another instance moved some meanwhile
+            run = (
+                await session.execute(
+                    select(SurveyRun.survey_key, SurveyRun.workshop_id).where(
+                        SurveyRun.id == run_id
+                    )
+                )
+            ).one()
+            random.SystemRandom().shuffle(buffers)
+            card = (
+                run.survey_key in self.catalog.surveys
+                and self.catalog[run.survey_key].channel_card
+                and "responses" in settings.channel_notices
+                and settings.admin_chat_id is not None
+            )
+            cards = 0
+            for _, data in buffers:
+                answer_set = SurveyAnswerSet(
+                    run_id=run_id,
+                    resident_id=None,
+                    workshop_id=run.workshop_id,
+                    time_bucket=date.fromisoformat(data["week"]),
+                    completed=True,
+                )
+                session.add(answer_set)
+                await session.flush()
+                for question_key, answer in data.get("answers", {}).items():
+                    await self._upsert_answer(session, answer_set.id, question_key, **answer)
+                if card:
+                    cards += await self._queue_card(session, answer_set.id, now)
+            deleted = delete(ConversationState).where(
+                ConversationState.conversation == conversation
+            )
+            if not closing:
+                deleted = deleted.where(
+                    ConversationState.user_id.in_([user_id for user_id, _ in buffers])
+                )
+            await session.execute(deleted)
+            return cards
 
     async def invite_after_workshops(self, survey_key: str, delay: timedelta) -> int:
         """Open the run of each workshop that ended `delay` ago and invite who attended.
@@ -553,32 +690,35 @@ class SurveyService:
                     .returning(SurveyParticipation.id, SurveyParticipation.resident_id)
                 )
             ).all()
-            if invited:
-                await self._enqueue(
+            for row in invited:
+                await enqueue_once(
                     session,
-                    [
-                        {
-                            "resident_id": row.resident_id,
-                            "kind": INVITATION,
-                            "payload": {"participation_id": row.id},
-                            "dedupe_key": f"{INVITATION}:{row.id}",
-                            "not_before": send_at,
-                            "created_at": now,
-                        }
-                        for row in invited
-                    ],
+                    resident_id=row.resident_id,
+                    kind=INVITATION,
+                    payload={"participation_id": row.id},
+                    dedupe_key=f"{INVITATION}:{row.id}",
+                    not_before=send_at,
+                    created_at=now,
                 )
             return len(invited)
 
-    async def close_due_runs(self) -> int:
+    async def close_due_runs(self, now: datetime | None = None) -> int:
         """Claim the runs whose time is up and queue their digest to the channel.
 
         The claim (`digest_sent_at` set where it was NULL) is one conditional UPDATE: two
-        instances never queue two digests. Anonymous runs that close also lose the last
-        pointers from unfinished participations to their answers.
+        instances never queue two digests. A run whose anonymous answers still wait in
+        buffers is claimed only once they have moved (flush_anonymous_answers), so that its
+        digest counts them.
         """
-        now = self._clock.now()
-        anonymous = self.catalog.keys_where(anonymous=True)
+        now = now or self._clock.now()
+        buffered = (
+            select(ConversationState.user_id)
+            .where(
+                ConversationState.conversation
+                == literal(BUFFER_PREFIX) + cast(SurveyRun.id, String)
+            )
+            .exists()
+        )
         async with self._db.write() as session:
             claimed = list(
                 await session.scalars(
@@ -587,62 +727,37 @@ class SurveyService:
                         SurveyRun.closes_at <= now,
                         SurveyRun.digest_sent_at.is_(None),
                         SurveyRun.survey_key.in_(self.catalog.keys_where(digest=True)),
+                        ~buffered,
                     )
                     .values(digest_sent_at=now)
                     .returning(SurveyRun.id)
                     .execution_options(synchronize_session=False)
                 )
             )
-            if anonymous:
-                closed_runs = select(SurveyRun.id).where(
-                    SurveyRun.closes_at <= now, SurveyRun.survey_key.in_(anonymous)
-                )
-                await session.execute(
-                    update(SurveyParticipation)
-                    .where(
-                        SurveyParticipation.answer_set_id.is_not(None),
-                        SurveyParticipation.run_id.in_(closed_runs),
-                    )
-                    .values(answer_set_id=None)
-                )
             admin = self._settings.admin_chat_id
             if not claimed or admin is None:
                 return 0
-            await self._enqueue(
-                session,
-                [
-                    {
-                        "chat_id": admin,
-                        "kind": DIGEST,
-                        "payload": {"run_id": run_id},
-                        "dedupe_key": f"{DIGEST}:{run_id}",
-                        "not_before": now,
-                        "created_at": now,
-                    }
-                    for run_id in claimed
-                ],
-            )
+            for run_id in claimed:
+                await enqueue_once(
+                    session,
+                    chat_id=admin,
+                    kind=DIGEST,
+                    payload={"run_id": run_id},
+                    dedupe_key=f"{DIGEST}:{run_id}",
+                    not_before=now,
+                    created_at=now,
+                )
             return len(claimed)
 
     def _outside_quiet_hours(self, moment: datetime) -> datetime:
         """An invitation due during quiet hours waits for their end (nobody is woken up)."""
-        quiet = self._settings.quiet_hours
-        if quiet is None:
-            return moment
-        tz = self._settings.tz
-        local = moment.astimezone(tz)
-        begin, end = quiet
-        now_time = local.time()
-        inside = (begin <= now_time or now_time < end) if begin > end else begin <= now_time < end
-        if not inside:
-            return moment
-        day = local.date() if now_time < end else local.date() + timedelta(days=1)
-        return datetime.combine(day, end, tzinfo=tz).astimezone(UTC)
+        period = self._quiet.quiet_period(moment)
+        return moment if period is None else period[1]
 
     # -- the steps inside a unit of work --------------------------------------------------
 
     async def _locked(
-        self, session: AsyncSession, telegram_id: int, participation_id: int, *, lock: bool = True
+        self, session: AsyncSession, telegram_id: int, participation_id: int
     ) -> _Run | None:
         """The person's participation, locked for this unit of work, with its run."""
         query = (
@@ -659,9 +774,8 @@ class SurveyService:
                 Resident.telegram_id == telegram_id,
                 Resident.consented_at.is_not(None),
             )
+            .with_for_update(of=SurveyParticipation)
         )
-        if lock:
-            query = query.with_for_update(of=SurveyParticipation)
         row = (await session.execute(query)).one_or_none()
         if row is None or row.survey_key not in self.catalog.surveys:
             return None
@@ -677,6 +791,7 @@ class SurveyService:
             title, category = workshop.title, workshop.need_category
         return _Run(
             participation=row[0],
+            telegram_id=telegram_id,
             survey=self.catalog[row.survey_key],
             run_id=row[0].run_id,
             workshop_id=row.workshop_id,
@@ -739,6 +854,7 @@ class SurveyService:
         current = run.participation.current_question
         question = run.survey.question(current or "")
         assert question is not None
+        run.participation.asked_at = self._clock.now()
         index = run.survey.index_of(question.key)
         asked = AskedQuestion(
             participation_id=run.participation.id,
@@ -784,8 +900,14 @@ class SurveyService:
         return dynamic + static
 
     async def _ticked(self, session: AsyncSession, run: _Run, question: QuestionDef) -> list[str]:
+        if question.type is not QuestionType.MULTIPLE:
+            return []
+        if run.survey.anonymous:
+            buffer = await self._buffer(session, run)
+            answer = buffer.data.get("answers", {}).get(question.key) if buffer else None
+            return list((answer or {}).get("choices") or [])
         set_id = run.participation.answer_set_id
-        if question.type is not QuestionType.MULTIPLE or set_id is None:
+        if set_id is None:
             return []
         choices = await session.scalar(
             select(SurveyAnswer.choices).where(
@@ -856,8 +978,26 @@ class SurveyService:
         text: str | None = None,
         skipped: bool = False,
     ) -> None:
-        """Upsert the answer to one question, creating the answer set on the first answer."""
+        """Upsert the answer to one question, creating the answer set on the first answer
+        (anonymous: in the person's buffer, see the module docstring)."""
         participation = run.participation
+        answer = {"choices": choices, "number": number, "text": text, "skipped": skipped}
+        if run.survey.anonymous:
+            buffer = await self._buffer(session, run)
+            if buffer is None:
+                buffer = ConversationState(
+                    user_id=run.telegram_id,
+                    conversation=f"{BUFFER_PREFIX}{run.run_id}",
+                    state=ANSWERING,
+                    data={"answers": {}},
+                    updated_at=now,
+                )
+                session.add(buffer)
+            answers = dict(buffer.data.get("answers", {}))
+            answers[question.key] = answer
+            buffer.data = {**buffer.data, "answers": answers}
+            buffer.updated_at = now
+            return
         if participation.answer_set_id is None:
             answer_set = SurveyAnswerSet(
                 run_id=run.run_id,
@@ -869,6 +1009,19 @@ class SurveyService:
             session.add(answer_set)
             await session.flush()
             participation.answer_set_id = answer_set.id
+        await self._upsert_answer(session, participation.answer_set_id, question.key, **answer)
+
+    async def _upsert_answer(
+        self,
+        session: AsyncSession,
+        answer_set_id: int,
+        question_key: str,
+        *,
+        choices: list[str] | None,
+        number: int | None,
+        text: str | None,
+        skipped: bool,
+    ) -> None:
         values = {
             # SQL NULL, not JSON null: digests count choices with json_each and friends.
             "choices": choices if choices is not None else null(),
@@ -877,13 +1030,32 @@ class SurveyService:
             "skipped": skipped,
         }
         statement = self._insert(SurveyAnswer).values(
-            answer_set_id=participation.answer_set_id, question_key=question.key, **values
+            answer_set_id=answer_set_id, question_key=question_key, **values
         )
         await session.execute(
             statement.on_conflict_do_update(
                 index_elements=["answer_set_id", "question_key"], set_=values
             )
         )
+
+    async def _buffer(self, session: AsyncSession, run: _Run) -> ConversationState | None:
+        """The person's buffer of anonymous answers for this run (their row: locked with
+        the participation, which every operation locks first)."""
+        return await session.get(
+            ConversationState, (run.telegram_id, f"{BUFFER_PREFIX}{run.run_id}")
+        )
+
+    async def _queue_card(self, session: AsyncSession, answer_set_id: int, now: datetime) -> int:
+        queued = await enqueue_once(
+            session,
+            chat_id=self._settings.admin_chat_id,
+            kind=RESPONSE_CARD,
+            payload={"answer_set_id": answer_set_id},
+            dedupe_key=f"{RESPONSE_CARD}:{answer_set_id}",
+            not_before=now,
+            created_at=now,
+        )
+        return int(queued)
 
     async def _advance(
         self,
@@ -900,8 +1072,21 @@ class SurveyService:
         return await self._complete(session, run, now)
 
     async def _complete(self, session: AsyncSession, run: _Run, now: datetime) -> Step:
+        """The last answer: the participation is completed. Anonymous answers stay in the
+        buffer, marked complete, until the sweep moves them with other people's (this
+        transaction writes no anonymous row); other answers are complete at once."""
         participation = run.participation
         survey = run.survey
+        participation.status = ParticipationStatus.COMPLETED
+        participation.current_question = None
+        participation.asked_at = None
+        if survey.anonymous:
+            buffer = await self._buffer(session, run)
+            assert buffer is not None  # every question answered or skipped wrote to it
+            buffer.state = COMPLETE
+            buffer.data = {**buffer.data, "week": week_of(now, self._settings).isoformat()}
+            buffer.updated_at = now
+            return self._step(StepOutcome.FINISHED, run)
         answer_set_id = participation.answer_set_id
         assert answer_set_id is not None  # every question answered or skipped wrote a row
         await session.execute(
@@ -909,12 +1094,7 @@ class SurveyService:
             .where(SurveyAnswerSet.id == answer_set_id)
             .values(completed=True)
         )
-        participation.status = ParticipationStatus.COMPLETED
-        participation.current_question = None
-        if survey.anonymous:
-            participation.answer_set_id = None
-        else:
-            participation.completed_at = now
+        participation.completed_at = now
         settings = self._settings
         card = (
             survey.channel_card
@@ -922,19 +1102,7 @@ class SurveyService:
             and settings.admin_chat_id is not None
         )
         if card:
-            await self._enqueue(
-                session,
-                [
-                    {
-                        "chat_id": settings.admin_chat_id,
-                        "kind": RESPONSE_CARD,
-                        "payload": {"answer_set_id": answer_set_id},
-                        "dedupe_key": f"{RESPONSE_CARD}:{answer_set_id}",
-                        "not_before": now,
-                        "created_at": now,
-                    }
-                ],
-            )
+            await self._queue_card(session, answer_set_id, now)
         return self._step(StepOutcome.FINISHED, run, card_queued=card)
 
     async def _run_for(
@@ -992,18 +1160,3 @@ class SurveyService:
         )
         assert participation_id is not None
         return participation_id
-
-    async def _enqueue(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-        await session.execute(
-            self._insert(OutboxMessage)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        )
-
-
-async def _consenting_resident(session: AsyncSession, telegram_id: int) -> int | None:
-    return await session.scalar(
-        select(Resident.id).where(
-            Resident.telegram_id == telegram_id, Resident.consented_at.is_not(None)
-        )
-    )

@@ -88,8 +88,45 @@ def upgrade() -> None:
             batch_op.f("ix_workshops_facilitator_id"), ["facilitator_id"], unique=False
         )
 
+    # Issue-3 review fixes: when a survey question was shown; relayed cards known by chat
+    # and message id (cards posted before this revision get chat 0: replies to them are
+    # ignored); the hourly count of relayed cards by an index.
+    with op.batch_alter_table("survey_participations", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("asked_at", sa.DateTime(timezone=True), nullable=True))
+    # Anonymous answers are now buffered per person and moved in batches: no participation
+    # points to an anonymous answer set any more.
+    op.execute(
+        "UPDATE survey_participations SET answer_set_id = NULL WHERE answer_set_id IN"
+        " (SELECT id FROM survey_answer_sets WHERE resident_id IS NULL)"
+    )
+    with op.batch_alter_table("relayed_messages", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("chat_id", sa.BigInteger(), server_default=sa.text("0"), nullable=False)
+        )
+    with op.batch_alter_table("relayed_messages", schema=None) as batch_op:
+        batch_op.alter_column("chat_id", server_default=None)
+        batch_op.drop_constraint(
+            batch_op.f("uq_relayed_messages_channel_message_id"), type_="unique"
+        )
+        batch_op.create_index(
+            "uq_relayed_messages_chat_message", ["chat_id", "channel_message_id"], unique=True
+        )
+        batch_op.create_index(
+            "ix_relayed_messages_resident_created", ["resident_id", "created_at"], unique=False
+        )
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("relayed_messages", schema=None) as batch_op:
+        batch_op.drop_index("ix_relayed_messages_resident_created")
+        batch_op.drop_index("uq_relayed_messages_chat_message")
+        batch_op.create_unique_constraint(
+            batch_op.f("uq_relayed_messages_channel_message_id"), ["channel_message_id"]
+        )
+        batch_op.drop_column("chat_id")
+    with op.batch_alter_table("survey_participations", schema=None) as batch_op:
+        batch_op.drop_column("asked_at")
+
     with op.batch_alter_table("workshops", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_workshops_facilitator_id"))
         batch_op.drop_column("facilitator_id")

@@ -1,0 +1,350 @@
+"""The paced sender of broadcasts: a long-running task started in post_init.
+
+It claims broadcast rows from the outbox in small batches (the outbox claim, with FOR UPDATE
+SKIP LOCKED on PostgreSQL), renders each at send time, and sends them one after the other:
+
+- at most `rate` messages per second overall (a pace of one send every 1/rate seconds, and
+  never more than `rate` sends whose requests started within one second after the end of an
+  earlier one: whatever the network jitter, Telegram sees at most `rate` in any second).
+  The default `BROADCAST_RATE` (25) stays below Telegram's 30/s, which leaves room for the
+  replies to people using the bot at the same time;
+- at most one message per second to one chat (two broadcasts in flight to the same person);
+- a 429 pauses the whole sender for its retry_after; the row is released without spending
+  an attempt. (With PTB's AIORateLimiter in front, which retries a 429 itself after pausing
+  every request, the send just takes longer; either way nothing is sent twice.) A 403 marks the resident inactive and drops the row. Other errors are retried
+  a bounded number of times (the outbox's MAX_ATTEMPTS), then the row fails.
+
+Each row is marked sent as soon as Telegram accepted it, so a restart resumes with the rows
+still pending and never sends again to someone already marked sent. The sender edits the
+live progress message of each broadcast (at most every `progress_every` seconds) and closes
+a broadcast when no row is left, which queues its report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+
+from bot.context import BotApplication, BotContext
+from bot.delivery import JOB_NAME, Outgoing
+from bot.services.broadcasts import (
+    BLOCKED,
+    OPTED_OUT,
+    UNREACHABLE,
+    BroadcastMessage,
+    Progress,
+)
+from bot.services.outbox import ClaimedMessage
+
+log = logging.getLogger(__name__)
+
+SENDER_KEY = "broadcast_sender"
+BATCH = 10  # rows claimed at once: a few seconds of sending, never a whole audience
+IDLE_POLL_S = 2.0
+STARTUP_DELAY_S = 1.0
+SWEEP_EVERY_S = 5.0  # while busy, how often unfinished broadcasts are looked at
+PER_CHAT_INTERVAL_S = 1.0
+
+# Renders a broadcast row for its recipient: what to send, or None (then dropped).
+MessageRenderer = Callable[
+    [BotContext, ClaimedMessage, BroadcastMessage], Awaitable[list[Outgoing] | None]
+]
+# Edits the live progress message of a broadcast (final=True once it is closed).
+ProgressView = Callable[[BotContext, Progress, float, bool], Awaitable[None]]
+
+
+class Pace:
+    """How fast sends may start: evenly spaced, and at most `per_second` in any second.
+
+    A send counts from the moment its request starts until its answer came back, so that
+    two requests can never reach Telegram within the same second more than `per_second`
+    times, whatever their latency. Times are the event loop's monotonic clock.
+    """
+
+    def __init__(self, rate: float) -> None:
+        if rate <= 0:
+            raise ValueError("the rate must be positive")
+        self.rate = rate
+        self.per_second = max(1, math.floor(rate))
+        self._spacing = 1.0 / rate
+        self._last_start = -math.inf
+        self._ends: deque[float] = deque(maxlen=self.per_second)
+        self._paused_until = 0.0
+
+    def delay(self, now: float) -> float:
+        """Seconds to wait before the next send may start."""
+        ready = max(self._last_start + self._spacing, self._paused_until)
+        if len(self._ends) == self.per_second:
+            ready = max(ready, self._ends[0] + 1.0)
+        return max(0.0, ready - now)
+
+    def started(self, now: float) -> None:
+        self._last_start = now
+
+    def ended(self, now: float) -> None:
+        self._ends.append(now)
+
+    def pause(self, seconds: float, now: float) -> None:
+        """Telegram said 429: nothing goes out before `seconds` have passed."""
+        self._paused_until = max(self._paused_until, now + seconds)
+
+
+class BroadcastSender:
+    """One task per process; several processes share the work through the outbox claim."""
+
+    def __init__(
+        self,
+        application: BotApplication,
+        render: MessageRenderer,
+        show_progress: ProgressView,
+        *,
+        rate: float,
+        batch_size: int = BATCH,
+        progress_every: float = 3.0,
+    ) -> None:
+        self._application = application
+        self._render = render
+        self._show_progress = show_progress
+        self.pace = Pace(rate)
+        self.batch_size = batch_size
+        self._progress_every = progress_every
+        self._last_to_chat: dict[int, float] = {}
+        self._last_progress: dict[int, float] = {}
+        # The text and photo of the broadcasts in flight (they never change once confirmed).
+        self._contents: dict[int, BroadcastMessage] = {}
+        # Broadcasts stopped through this process: rows already claimed are not sent.
+        self._stopped: set[int] = set()
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.largest_claim = 0  # the largest batch claimed so far (memory stays bounded)
+        self._last_sweep = -math.inf
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="broadcast-sender")
+
+    async def stop(self) -> None:
+        """Finish the send in flight, release the rest of the batch, and return."""
+        if self._task is None:
+            return
+        self._stopping.set()
+        self._wake.set()
+        try:
+            await asyncio.wait_for(self._task, timeout=30)
+        except TimeoutError:
+            log.warning("the broadcast sender did not stop in time")
+        self._task = None
+
+    def kick(self) -> None:
+        """A broadcast was confirmed: look now rather than at the next poll."""
+        self._wake.set()
+
+    def stopped(self, broadcast_id: int) -> None:
+        """A broadcast was stopped: leave the rest of the batch in hand, and report now."""
+        self._stopped.add(broadcast_id)
+        self._wake.set()
+
+    @property
+    def _context(self) -> BotContext:
+        return BotContext(self._application)  # type: ignore[arg-type]
+
+    async def _run(self) -> None:
+        # Resuming after a restart can wait for the bot to finish starting (and to answer the
+        # updates that piled up) a moment; a broadcast confirmed meanwhile starts at once.
+        await self._idle(STARTUP_DELAY_S)
+        while not self._stopping.is_set():
+            try:
+                claimed = await self._round()
+            except Exception:  # a database hiccup must not end the sender for good
+                log.exception("broadcast sender round failed")
+                claimed = 0
+            if claimed < self.batch_size and not self._stopping.is_set():
+                await self._idle(IDLE_POLL_S)
+
+    async def _idle(self, seconds: float) -> None:
+        """Wait `seconds`, or less when kicked (even during the last round) or stopped."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def _round(self) -> int:
+        """Claim one batch and send it; then update progress and close finished broadcasts."""
+        context = self._context
+        services = context.services
+        batch = await services.outbox.claim_due(self.batch_size, broadcast=True)
+        self.largest_claim = max(self.largest_claim, len(batch))
+        touched: set[int] = set()
+        for index, message in enumerate(batch):
+            if self._stopping.is_set():
+                for left in batch[index:]:
+                    await services.outbox.postpone(left.id, timedelta(0))
+                break
+            if message.broadcast_id in self._stopped:
+                # Released, then dropped with the others when the broadcast is closed.
+                await services.outbox.postpone(message.id, timedelta(0))
+                touched.add(message.broadcast_id)
+                continue
+            await self._send(context, message)
+            if message.broadcast_id is not None:
+                touched.add(message.broadcast_id)
+                await self._maybe_show_progress(context, message.broadcast_id)
+        now = asyncio.get_running_loop().time()
+        if not batch or now - self._last_sweep >= SWEEP_EVERY_S:
+            # Broadcasts stopped elsewhere, or with nothing left to claim, get closed too.
+            self._last_sweep = now
+            touched.update(await services.broadcasts.unfinished())
+        for broadcast_id in sorted(touched):
+            await self._close_if_done(context, broadcast_id)
+        return len(batch)
+
+    async def _send(self, context: BotContext, message: ClaimedMessage) -> None:
+        outbox = context.services.outbox
+        if message.chat_id is None or not message.resident_active:
+            await outbox.drop(message.id, UNREACHABLE)
+            return
+        if not message.wants_announcements:
+            await outbox.drop(message.id, OPTED_OUT)
+            return
+        content = await self._content(context, message.broadcast_id)
+        sends = await self._render(context, message, content) if content else None
+        if not sends:
+            await outbox.drop(message.id, UNREACHABLE)
+            return
+        await self._wait_turn(message.chat_id)
+        if self._stopping.is_set():  # shutting down during a wait (a long 429 pause)
+            await outbox.postpone(message.id, timedelta(0))
+            return
+        loop = asyncio.get_running_loop()
+        self.pace.started(loop.time())
+        self._last_to_chat[message.chat_id] = loop.time()
+        try:
+            for send in sends:
+                await getattr(context.bot, send.method)(message.chat_id, **send.kwargs)
+        except RetryAfter as exc:
+            delay = exc.retry_after
+            seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+            self.pace.pause(seconds, loop.time())
+            await outbox.postpone(message.id, timedelta(0))
+        except Forbidden:
+            if message.resident_id is not None:
+                await context.services.residents.mark_unreachable(message.resident_id)
+            await outbox.drop(message.id, BLOCKED)
+        except BadRequest as exc:
+            log.warning("broadcast row %s refused by Telegram: %s", message.id, exc)
+            await outbox.fail(message.id, f"bad request: {exc.message}")
+        except (NetworkError, TelegramError) as exc:
+            backoff = timedelta(seconds=min(2**message.attempts, 60))
+            await outbox.retry_later(message, backoff, type(exc).__name__)
+        else:
+            await outbox.mark_sent(message.id)
+        finally:
+            self.pace.ended(loop.time())
+
+    async def _content(
+        self, context: BotContext, broadcast_id: int | None
+    ) -> BroadcastMessage | None:
+        if broadcast_id is None:
+            return None
+        if broadcast_id not in self._contents:
+            content = await context.services.broadcasts.message(broadcast_id)
+            if content is None:
+                return None
+            self._contents[broadcast_id] = content
+        return self._contents[broadcast_id]
+
+    async def _wait_turn(self, chat_id: int) -> None:
+        """Wait for the overall pace, and for one second since the last send to this chat."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        wait = self.pace.delay(now)
+        last = self._last_to_chat.get(chat_id)
+        if last is not None:
+            wait = max(wait, last + PER_CHAT_INTERVAL_S - now)
+        if wait > 0:
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=wait)
+            except TimeoutError:
+                pass
+        if len(self._last_to_chat) > 4 * self.batch_size:
+            horizon = loop.time() - PER_CHAT_INTERVAL_S
+            self._last_to_chat = {c: t for c, t in self._last_to_chat.items() if t > horizon}
+
+    def seconds_left(self, remaining: int) -> float:
+        return remaining / self.pace.rate
+
+    async def _maybe_show_progress(self, context: BotContext, broadcast_id: int) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._last_progress.get(broadcast_id, -math.inf) < self._progress_every:
+            return
+        self._last_progress[broadcast_id] = now
+        progress = await context.services.broadcasts.progress(broadcast_id)
+        if progress is not None:
+            await self._edit(context, progress, final=False)
+
+    async def _close_if_done(self, context: BotContext, broadcast_id: int) -> None:
+        final = await context.services.broadcasts.finish_if_done(broadcast_id)
+        if final is None:
+            return
+        self._last_progress.pop(broadcast_id, None)
+        self._contents.pop(broadcast_id, None)
+        self._stopped.discard(broadcast_id)
+        await self._edit(context, final, final=True)
+        _kick_delivery(self._application)  # the report is an ordinary outbox message
+
+    async def _edit(self, context: BotContext, progress: Progress, *, final: bool) -> None:
+        try:
+            await self._show_progress(
+                context, progress, self.seconds_left(progress.remaining), final
+            )
+        except TelegramError as exc:  # the progress message is a courtesy: never stop for it
+            log.info("could not edit the progress of broadcast %s: %s", progress.broadcast_id, exc)
+
+
+def _kick_delivery(application: BotApplication) -> None:
+    job_queue = application.job_queue
+    if job_queue is None:
+        return
+    for job in job_queue.get_jobs_by_name(JOB_NAME):
+        next_run = job.job.next_run_time
+        if next_run is not None:
+            job.job.modify(next_run_time=datetime.now(next_run.tzinfo))
+
+
+def start_broadcast_sender(
+    application: BotApplication,
+    render: MessageRenderer,
+    show_progress: ProgressView,
+    *,
+    rate: float,
+    batch_size: int = BATCH,
+) -> BroadcastSender:
+    """Start a sender and keep it in bot_data (stopped by `stop_broadcast_sender`)."""
+    sender = BroadcastSender(application, render, show_progress, rate=rate, batch_size=batch_size)
+    application.bot_data[SENDER_KEY] = sender
+    sender.start()
+    return sender
+
+
+async def stop_broadcast_sender(application: BotApplication) -> None:
+    sender: BroadcastSender | None = application.bot_data.pop(SENDER_KEY, None)
+    if sender is not None:
+        await sender.stop()
+
+
+def kick_broadcasts(context: BotContext, *, stopped: int | None = None) -> None:
+    """Wake the sender: a broadcast was confirmed, or `stopped`."""
+    sender: BroadcastSender | None = context.application.bot_data.get(SENDER_KEY)
+    if sender is None:
+        return
+    if stopped is not None:
+        sender.stopped(stopped)
+    else:
+        sender.kick()

@@ -1,0 +1,612 @@
+"""/broadcast: compose an announcement, choose its audience, preview, confirm, follow it live.
+
+Composition is kept in the database (bot/services/broadcasts.py), so a restart in the middle
+loses nothing. Typed text and photos are captured in group CAPTURE_GROUP only while the
+person is composing. Every staff call, buttons included, checks the role again.
+
+Residents get each announcement with a "🔕 Stop announcements" button, and can turn
+announcements back on from that message or from the language screen.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Update
+from telegram.constants import ParseMode
+from telegram.ext import (
+    ApplicationHandlerStop,
+    BaseHandler,
+    CallbackQueryHandler,
+    CommandHandler,
+    MessageHandler,
+    filters,
+)
+
+from bot.broadcast_sender import kick_broadcasts
+from bot.callbacks import Callback, define_actions
+from bot.context import BotContext
+from bot.delivery import Outgoing
+from bot.i18n import LANGUAGE_NAMES, Html
+from bot.services.broadcasts import (
+    BLOCKED,
+    NEEDS_SURVEY,
+    OPTED_OUT,
+    REPORT_KIND,
+    UNREACHABLE,
+    BroadcastMessage,
+    Draft,
+    Progress,
+    Step,
+    TakeOutcome,
+)
+from bot.services.outbox import ClaimedMessage
+from handlers import views
+from handlers.common import Reply
+from handlers.notices import renders
+
+log = logging.getLogger(__name__)
+
+define_actions(
+    {
+        "broadcast_nophoto": ("B0", ()),  # send without a photo
+        "broadcast_kind": ("Bk", ("id",)),  # audience kind (AUDIENCE_KINDS index)
+        "broadcast_to": ("Bt", ("id", "id")),  # audience kind, then its territory/workshop/need
+        "broadcast_lang": ("Bl", ("lang",)),  # the audience is one language
+        "broadcast_page": ("Bw", ("id", "id")),  # workshops for registrants/waitlist: kind, page
+        "broadcast_back": ("Bb", ()),  # back to the choice of audience
+        "broadcast_confirm": ("Bc", ()),
+        "broadcast_cancel": ("Bx", ()),  # discard the draft
+        "broadcast_stop": ("Bs", ("id",)),  # stop a broadcast in flight
+        "broadcast_optout": ("Bo", ()),  # a resident: no more announcements
+        "broadcast_optin": ("Bi", ()),  # a resident: announcements again
+        "broadcast_settings": ("Bn", ()),  # a resident: the announcements switch
+    }
+)
+CALLBACK_PATTERN = r"^1\|B"
+CAPTURE_GROUP = -60
+PRIVATE = filters.ChatType.PRIVATE
+STAFF_ROLES = ("mediator",)  # coordinators may do everything
+# Audience kinds by button index (callback data carries the index).
+KINDS = ("all", "territory", "registrants", "waitlist", "need", "language")
+FAILURES_INLINE = 10  # more failures than this go in a CSV file
+NEEDS_QUESTION = "hard_tasks"
+_STAFF_ACTIONS = frozenset(
+    {
+        "broadcast_nophoto",
+        "broadcast_kind",
+        "broadcast_to",
+        "broadcast_lang",
+        "broadcast_page",
+        "broadcast_back",
+        "broadcast_confirm",
+        "broadcast_cancel",
+        "broadcast_stop",
+    }
+)
+
+
+def _pseudonym(user_id: int) -> str:
+    return hashlib.sha256(str(user_id).encode()).hexdigest()[:12]
+
+
+async def _is_staff(r: Reply) -> bool:
+    if await r.context.services.staff.has_role(r.user_id, *STAFF_ROLES):
+        return True
+    log.info("broadcast refused to %s", _pseudonym(r.user_id))
+    return False
+
+
+def _cancel_row(r: Reply) -> list[InlineKeyboardButton]:
+    return [r.button(r.label("broadcast.button.cancel"), "broadcast_cancel")]
+
+
+# -- composing ------------------------------------------------------------------------------
+
+
+async def broadcast_command(update: Update, context: BotContext) -> None:
+    """/broadcast: start composing (mediators and coordinators)."""
+    r = await Reply.for_update(update, context)
+    if not await _is_staff(r):
+        await r.send(r.t("staff.refused"))
+        return
+    await context.services.broadcasts.begin(r.user_id)
+    await r.send(r.t("broadcast.ask_text"), [_cancel_row(r)])
+
+
+async def capture(update: Update, context: BotContext) -> None:
+    """The text or photo of a draft; anyone not composing falls through to group 0."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    service = context.services.broadcasts
+    draft = await service.draft(user.id)
+    if draft is None or draft.step not in (Step.TEXT, Step.PHOTO):
+        return
+    r = await Reply.for_update(update, context)
+    if not await _is_staff(r):
+        await service.discard(user.id)
+        await r.send(r.t("staff.refused"))
+        raise ApplicationHandlerStop
+    if message.photo:
+        caption = message.caption_html if message.caption else None
+        result = await service.take_photo(
+            user.id, message.photo[-1].file_id, caption, len(message.caption or "")
+        )
+    elif message.text is not None and draft.step is Step.TEXT:
+        result = await service.take_text(user.id, message.text_html, len(message.text))
+    elif draft.step is Step.PHOTO:
+        await r.send(r.t("broadcast.ask_photo"), _photo_keyboard(r))
+        raise ApplicationHandlerStop
+    else:
+        await r.send(r.t("broadcast.text_only"), [_cancel_row(r)])
+        raise ApplicationHandlerStop
+    match result.outcome:
+        case TakeOutcome.NOT_COMPOSING:
+            return
+        case TakeOutcome.EMPTY:
+            await r.send(r.t("broadcast.empty"), [_cancel_row(r)])
+        case TakeOutcome.TOO_LONG:
+            key = (
+                "broadcast.too_long_caption"
+                if message.photo or draft.step is Step.PHOTO
+                else "broadcast.too_long"
+            )
+            keyboard = _photo_keyboard(r) if draft.step is Step.PHOTO else [_cancel_row(r)]
+            await r.send(r.t(key, limit=result.limit), keyboard)
+        case TakeOutcome.NEXT:
+            assert result.draft is not None
+            if result.draft.step is Step.PHOTO:
+                await r.send(r.t("broadcast.ask_photo"), _photo_keyboard(r))
+            else:
+                await r.send(*_audience_menu(r))
+    raise ApplicationHandlerStop
+
+
+def _photo_keyboard(r: Reply) -> views.Keyboard:
+    return [[r.button(r.label("broadcast.button.no_photo"), "broadcast_nophoto")], _cancel_row(r)]
+
+
+def _audience_menu(r: Reply) -> tuple[str, views.Keyboard]:
+    keyboard = [
+        [r.button(r.label(f"broadcast.button.kind_{kind}"), "broadcast_kind", index)]
+        for index, kind in enumerate(KINDS)
+    ]
+    keyboard.append(_cancel_row(r))
+    return r.t("broadcast.ask_audience"), keyboard
+
+
+def _need_choices(r: Reply) -> list[tuple[str, dict[str, str]]]:
+    """The hard tasks of the needs survey (key, texts), "something else" left out."""
+    question = r.context.services.surveys.catalog[NEEDS_SURVEY].question(NEEDS_QUESTION)
+    assert question is not None
+    return [(c.key, c.text.as_dict()) for c in question.choices if c.key != "other"]
+
+
+async def _audience_choices(r: Reply, kind_index: int, page: int = 0) -> None:
+    """The second step of an audience: which neighbourhood, workshop, need or language."""
+    services = r.context.services
+    translator = services.translator
+    kind = KINDS[kind_index]
+    keyboard: views.Keyboard = []
+    if kind == "territory":
+        for territory_id, name in await services.broadcasts.territories():
+            keyboard.append(
+                [r.button(views._short(name), "broadcast_to", kind_index, territory_id)]
+            )
+    elif kind in ("registrants", "waitlist"):
+        result = await services.catalogue.upcoming(0, 0, page)
+        tz = services.settings.tz
+        for item in result.items:
+            label = (
+                f"{translator.short_date(r.language, item.starts_at, tz)} · "
+                f"{views._short(translator.localized(item.title, r.language), 28)}"
+            )
+            keyboard.append([r.button(label, "broadcast_to", kind_index, item.id)])
+        navigation = []
+        if result.page > 0:
+            navigation.append(
+                r.button(r.t("list.previous"), "broadcast_page", kind_index, result.page - 1)
+            )
+        if result.page + 1 < result.page_count:
+            navigation.append(
+                r.button(r.t("list.next"), "broadcast_page", kind_index, result.page + 1)
+            )
+        if navigation:
+            keyboard.append(navigation)
+    elif kind == "need":
+        for index, (_, texts) in enumerate(_need_choices(r)):
+            label = views._short(translator.localized(texts, r.language))
+            keyboard.append([r.button(label, "broadcast_to", kind_index, index)])
+    elif kind == "language":
+        keyboard.append(
+            [r.button(name, "broadcast_lang", code) for code, name in LANGUAGE_NAMES.items()]
+        )
+    if not keyboard:
+        text = r.t("broadcast.nothing_to_choose")
+    else:
+        text = r.t(f"broadcast.choose_{kind}")
+    keyboard.append([r.button(r.label("broadcast.button.back"), "broadcast_back")])
+    keyboard.append(_cancel_row(r))
+    await r.show(text, keyboard)
+
+
+def broadcast_outgoing(r: Reply, text: str, photo_file_id: str | None) -> Outgoing:
+    """The announcement as a resident gets it: the text (or a photo and its caption) and the
+    button to stop announcements."""
+    keyboard = InlineKeyboardMarkup(
+        [[r.button(r.label("broadcast.button.optout"), "broadcast_optout")]]
+    )
+    if photo_file_id:
+        return Outgoing(
+            "send_photo",
+            {
+                "photo": photo_file_id,
+                "caption": text,
+                "parse_mode": ParseMode.HTML,
+                "reply_markup": keyboard,
+            },
+        )
+    return Outgoing(
+        "send_message", {"text": text, "parse_mode": ParseMode.HTML, "reply_markup": keyboard}
+    )
+
+
+async def _describe(r: Reply, audience: dict) -> str:
+    services = r.context.services
+    kind = audience["kind"]
+    params: dict[str, object] = {}
+    if kind in ("territory", "registrants", "waitlist"):
+        subject = await services.broadcasts.audience_subject(audience)
+        params["name"] = services.translator.localized(subject or "?", r.language)
+    elif kind == "need":
+        texts = dict(_need_choices(r)).get(str(audience["key"]), {})
+        params["name"] = services.translator.localized(texts or "?", r.language)
+    elif kind == "language":
+        params["name"] = LANGUAGE_NAMES.get(str(audience["code"]), "?")
+    return r.t(f"broadcast.audience.{kind}", **params)
+
+
+async def _preview(r: Reply, draft: Draft) -> None:
+    """The message exactly as residents will get it, then the count and the choice."""
+    assert draft.audience is not None and draft.text is not None
+    services = r.context.services
+    count = await services.broadcasts.count(draft.audience)
+    await r.toast()
+    await r.show(r.t("broadcast.preview_below"))
+    outgoing = broadcast_outgoing(r, draft.text, draft.photo_file_id)
+    assert r.chat_id is not None
+    await getattr(r.context.bot, outgoing.method)(r.chat_id, **outgoing.kwargs)
+    summary = "\n".join(
+        [
+            r.t("broadcast.summary_audience", audience=Html(await _describe(r, draft.audience))),
+            r.p("broadcast.summary_count", count),
+        ]
+    )
+    keyboard = [[r.button(r.label("broadcast.button.change_audience"), "broadcast_back")]]
+    if count > 0:
+        keyboard.insert(0, [r.button(r.label("broadcast.button.confirm"), "broadcast_confirm")])
+    keyboard.append(_cancel_row(r))
+    await r.send(summary, keyboard)
+
+
+# -- buttons ------------------------------------------------------------------------------
+
+
+async def on_button(update: Update, context: BotContext) -> None:
+    query = update.callback_query
+    assert query is not None
+    r = await Reply.for_update(update, context)
+    callback = context.services.callbacks.decode(r.user_id, query.data)
+    if callback is None:
+        log.info("refused stale or forged callback data")
+        await r.toast(r.label("button.stale"), alert=True)
+        return
+    if callback.action in _STAFF_ACTIONS:
+        if not await _is_staff(r):
+            await r.toast(r.label("staff.refused"), alert=True)
+            return
+        await _STAFF[callback.action](r, callback)
+        return
+    if not r.consented:
+        await r.toast()
+        await r.show(*views.consent_prompt(r))
+        return
+    await _RESIDENT[callback.action](r, callback)
+
+
+async def _no_photo(r: Reply, _cb: Callback) -> None:
+    draft = await r.context.services.broadcasts.skip_photo(r.user_id)
+    await r.toast()
+    if draft is None:
+        await r.show(r.t("broadcast.stale"))
+        return
+    await r.show(*_audience_menu(r))
+
+
+async def _kind(r: Reply, cb: Callback) -> None:
+    index = cb.int_arg(0)
+    draft = await r.context.services.broadcasts.draft(r.user_id)
+    if draft is None or draft.step not in (Step.AUDIENCE, Step.PREVIEW) or index >= len(KINDS):
+        await r.toast(r.label("button.stale"), alert=True)
+        return
+    if KINDS[index] == "all":
+        await _choose(r, {"kind": "all"})
+        return
+    await r.toast()
+    await _audience_choices(r, index)
+
+
+async def _page(r: Reply, cb: Callback) -> None:
+    index = cb.int_arg(0)
+    if index >= len(KINDS):
+        await r.toast(r.label("button.stale"), alert=True)
+        return
+    await r.toast()
+    await _audience_choices(r, index, cb.int_arg(1))
+
+
+async def _to(r: Reply, cb: Callback) -> None:
+    index, value = cb.int_arg(0), cb.int_arg(1)
+    kind = KINDS[index] if index < len(KINDS) else None
+    if kind in ("territory", "registrants", "waitlist"):
+        await _choose(r, {"kind": kind, "id": value})
+    elif kind == "need" and value < len(needs := _need_choices(r)):
+        await _choose(r, {"kind": "need", "key": needs[value][0]})
+    else:
+        await r.toast(r.label("button.stale"), alert=True)
+
+
+async def _lang(r: Reply, cb: Callback) -> None:
+    await _choose(r, {"kind": "language", "code": str(cb.args[0])})
+
+
+async def _choose(r: Reply, audience: dict) -> None:
+    draft = await r.context.services.broadcasts.choose_audience(r.user_id, audience)
+    if draft is None:
+        await r.toast(r.label("button.stale"), alert=True)
+        return
+    await _preview(r, draft)
+
+
+async def _back(r: Reply, _cb: Callback) -> None:
+    service = r.context.services.broadcasts
+    draft = await service.draft(r.user_id)
+    if draft is not None and draft.step is Step.PREVIEW:
+        draft = await service.back_to_audience(r.user_id)
+    if draft is None or draft.step is not Step.AUDIENCE:
+        await r.toast(r.label("button.stale"), alert=True)
+        return
+    await r.toast()
+    await r.show(*_audience_menu(r))
+
+
+async def _cancel(r: Reply, _cb: Callback) -> None:
+    await r.context.services.broadcasts.discard(r.user_id)
+    await r.toast()
+    await r.show(r.t("broadcast.discarded"))
+
+
+async def _confirm(r: Reply, _cb: Callback) -> None:
+    services = r.context.services
+    broadcast_id = await services.broadcasts.confirm(r.user_id)
+    if broadcast_id is None:
+        await r.toast(r.label("button.stale"), alert=True)
+        return
+    await r.toast(r.label("broadcast.toast.confirmed"))
+    progress = await services.broadcasts.progress(broadcast_id)
+    assert progress is not None
+    seconds = progress.remaining / services.settings.broadcast_rate
+    text, keyboard = progress_view(r, progress, seconds, final=False)
+    query = r.update.callback_query if r.update else None
+    await r.show(text, keyboard)
+    if query is not None and query.message is not None:
+        await services.broadcasts.set_progress_message(
+            broadcast_id, query.message.chat.id, query.message.message_id
+        )
+    kick_broadcasts(r.context)
+
+
+async def _stop(r: Reply, cb: Callback) -> None:
+    if await r.context.services.broadcasts.cancel(cb.int_arg(0)):
+        await r.toast(r.label("broadcast.toast.stopped"))
+        kick_broadcasts(r.context, stopped=cb.int_arg(0))
+    else:
+        await r.toast(r.label("broadcast.toast.already_over"), alert=True)
+
+
+# -- residents ----------------------------------------------------------------------------
+
+
+async def _optout(r: Reply, _cb: Callback) -> None:
+    await r.context.services.broadcasts.set_announcements(r.user_id, False)
+    await r.toast(r.label("broadcast.toast.turned_off"))
+    await r.send(
+        r.t("broadcast.turned_off"),
+        [[r.button(r.label("broadcast.button.optin"), "broadcast_optin")]],
+    )
+
+
+async def _optin(r: Reply, _cb: Callback) -> None:
+    await r.context.services.broadcasts.set_announcements(r.user_id, True)
+    await r.toast(r.label("broadcast.toast.turned_on"))
+    await r.show(*settings_view(r, True))
+
+
+async def _settings(r: Reply, _cb: Callback) -> None:
+    wanted = await r.context.services.broadcasts.wants_announcements(r.user_id)
+    await r.toast()
+    await r.show(*settings_view(r, wanted is not False))
+
+
+def settings_view(r: Reply, wanted: bool) -> tuple[str, views.Keyboard]:
+    if wanted:
+        text, button = r.t("broadcast.settings_on"), ("broadcast.button.optout", "broadcast_optout")
+    else:
+        text, button = r.t("broadcast.settings_off"), ("broadcast.button.optin", "broadcast_optin")
+    return text, [
+        [r.button(r.label(button[0]), button[1])],
+        [r.button(r.t("menu.back_to_menu"), "menu")],
+    ]
+
+
+_STAFF = {
+    "broadcast_nophoto": _no_photo,
+    "broadcast_kind": _kind,
+    "broadcast_to": _to,
+    "broadcast_lang": _lang,
+    "broadcast_page": _page,
+    "broadcast_back": _back,
+    "broadcast_confirm": _confirm,
+    "broadcast_cancel": _cancel,
+    "broadcast_stop": _stop,
+}
+_RESIDENT = {
+    "broadcast_optout": _optout,
+    "broadcast_optin": _optin,
+    "broadcast_settings": _settings,
+}
+
+
+# -- sending, progress and report ------------------------------------------------------------
+
+
+async def render_broadcast(
+    context: BotContext, message: ClaimedMessage, content: BroadcastMessage
+) -> list[Outgoing] | None:
+    """A broadcast row, rendered at send time in its recipient's language (by the sender)."""
+    assert message.chat_id is not None
+    r = Reply.for_recipient(context, message.chat_id, message.language)
+    return [broadcast_outgoing(r, content.text, content.photo_file_id)]
+
+
+def _duration(r: Reply, seconds: float) -> str:
+    if seconds < 90:
+        return r.t("broadcast.eta_seconds", seconds=max(1, round(seconds)))
+    return r.t("broadcast.eta_minutes", minutes=round(seconds / 60))
+
+
+def progress_view(
+    r: Reply, progress: Progress, seconds_left: float, *, final: bool
+) -> tuple[str, views.Keyboard]:
+    counts = r.t(
+        "broadcast.counts",
+        total=progress.recipients,
+        sent=progress.sent,
+        blocked=progress.blocked,
+        failed=progress.failed,
+    )
+    if final:
+        cancelled = progress.status == "cancelled"
+        key = "broadcast.progress_cancelled" if cancelled else "broadcast.progress_done"
+        lines = [r.t(key), counts]
+        if progress.cancelled:
+            lines.append(r.t("broadcast.not_sent", number=progress.cancelled))
+        return "\n".join(lines), []
+    lines = [
+        r.t("broadcast.progress_title"),
+        counts,
+        r.t("broadcast.remaining", number=progress.remaining, eta=Html(_duration(r, seconds_left))),
+    ]
+    keyboard = [
+        [r.button(r.label("broadcast.button.stop"), "broadcast_stop", progress.broadcast_id)]
+    ]
+    return "\n".join(lines), keyboard
+
+
+async def _staff_reply(context: BotContext, chat_id: int) -> Reply:
+    profile = await context.services.residents.profile(chat_id)
+    return Reply.for_recipient(context, chat_id, profile.language if profile else None)
+
+
+async def show_progress(
+    context: BotContext, progress: Progress, seconds_left: float, final: bool
+) -> None:
+    """Edit the sender's live progress message (used by the broadcast sender)."""
+    if progress.progress_chat_id is None or progress.progress_message_id is None:
+        return
+    r = await _staff_reply(context, progress.progress_chat_id)
+    text, keyboard = progress_view(r, progress, seconds_left, final=final)
+    await context.bot.edit_message_text(
+        text,
+        chat_id=progress.progress_chat_id,
+        message_id=progress.progress_message_id,
+        parse_mode=ParseMode.HTML,
+        reply_markup=InlineKeyboardMarkup(keyboard) if keyboard else None,
+    )
+
+
+def _reason(r: Reply, error: str) -> str:
+    """Why a person did not get the message, in words (Telegram's own text otherwise)."""
+    known = {BLOCKED: "blocked", OPTED_OUT: "opted_out", UNREACHABLE: "unreachable"}
+    return r.label(f"broadcast.reason.{known[error]}") if error in known else error
+
+
+@renders(REPORT_KIND)
+async def render_report(context: BotContext, message: ClaimedMessage) -> list[Outgoing] | None:
+    """The delivery report, once a broadcast is over: counts, then the failures (a CSV file
+    when there are many). People appear under a pseudonym, never their Telegram id."""
+    assert message.chat_id is not None
+    broadcast_id = int(message.payload["broadcast_id"])
+    service = context.services.broadcasts
+    progress = await service.progress(broadcast_id)
+    if progress is None:
+        return None
+    r = await _staff_reply(context, message.chat_id)
+    title = "broadcast.report_cancelled" if progress.status == "cancelled" else "broadcast.report"
+    lines = [
+        r.t(title),
+        r.t(
+            "broadcast.counts",
+            total=progress.recipients,
+            sent=progress.sent,
+            blocked=progress.blocked,
+            failed=progress.failed,
+        ),
+    ]
+    if progress.cancelled:
+        lines.append(r.t("broadcast.not_sent", number=progress.cancelled))
+    failures = await service.failures(broadcast_id)
+    if failures and len(failures) <= FAILURES_INLINE:
+        lines.append("")
+        lines.append(r.t("broadcast.failures_title"))
+        lines += [
+            r.t("broadcast.failure_line", who=f.pseudonym, error=_reason(r, f.error))
+            for f in failures
+        ]
+    sends = [Outgoing.message("\n".join(lines))]
+    if len(failures) > FAILURES_INLINE:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["person", "outcome", "reason"])
+        writer.writerows((f.pseudonym, f.outcome, f.error) for f in failures)
+        document = InputFile(
+            ("\ufeff" + buffer.getvalue()).encode(),
+            filename=f"broadcast-{broadcast_id}-failures.csv",
+        )
+        sends.append(
+            Outgoing(
+                "send_document",
+                {"document": document, "caption": r.label("broadcast.failures_file")},
+            )
+        )
+    return sends
+
+
+def broadcast_handlers() -> list[BaseHandler]:
+    """Group 0, before the resident handlers: the command and the buttons."""
+    return [
+        CommandHandler("broadcast", broadcast_command, filters=PRIVATE),
+        CallbackQueryHandler(on_button, pattern=CALLBACK_PATTERN),
+    ]
+
+
+def broadcast_capture_handler() -> BaseHandler:
+    """Group CAPTURE_GROUP: the text or photo of a draft (commands pass through)."""
+    return MessageHandler(
+        PRIVATE & filters.UpdateType.MESSAGE & ((filters.TEXT & ~filters.COMMAND) | filters.PHOTO),
+        capture,
+    )

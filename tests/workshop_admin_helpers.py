@@ -1,0 +1,58 @@
+"""Shared builders for the workshop management and desk enrolment tests."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from bot.clock import ManualClock
+from bot.services.registration import RegisterOutcome, RegistrationService
+from bot.services.residents import ResidentService
+from storage.db import Database
+from storage.models import OutboxMessage, Registration, Resident, Workshop
+
+COORDINATOR = 9001
+MEDIATOR = 9002
+FACILITATOR = 9003
+
+
+async def sign_up(
+    db: Database, clock: ManualClock, telegram_id: int, workshop_id: int, language: str = "fr"
+) -> RegisterOutcome:
+    """A resident who consented and registered through the ordinary rules."""
+    await ResidentService(db, clock).give_consent(telegram_id, f"P{telegram_id}", language)
+    result = await RegistrationService(db, clock).register(telegram_id, workshop_id)
+    return result.outcome
+
+
+async def outbox_of(db: Database, kind: str) -> list[OutboxMessage]:
+    async with db.read() as session:
+        rows = await session.scalars(
+            select(OutboxMessage).where(OutboxMessage.kind == kind).order_by(OutboxMessage.id)
+        )
+        return list(rows)
+
+
+async def telegram_ids_of(db: Database, resident_ids: list[int | None]) -> set[int | None]:
+    async with db.read() as session:
+        rows = await session.scalars(
+            select(Resident.telegram_id).where(Resident.id.in_(resident_ids))
+        )
+        return set(rows)
+
+
+async def places(db: Database, workshop_id: int) -> dict[int | None, str]:
+    """Telegram id (None for desk records) -> registration status, for one workshop."""
+    async with db.read() as session:
+        rows = await session.execute(
+            select(Resident.telegram_id, Registration.status)
+            .join(Resident, Resident.id == Registration.resident_id)
+            .where(Registration.workshop_id == workshop_id)
+        )
+        return {r.telegram_id: r.status for r in rows}
+
+
+async def workshop_row(db: Database, workshop_id: int) -> Workshop:
+    async with db.read() as session:
+        workshop = await session.get(Workshop, workshop_id)
+        assert workshop is not None
+        return workshop
