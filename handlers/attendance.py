@@ -24,7 +24,7 @@ from bot.services.attendance import (
 )
 from bot.services.outbox import ClaimedMessage
 from handlers import views
-from handlers.common import Reply
+from handlers.common import Reply, pressed_button
 from handlers.notices import renders
 from handlers.reminders import when
 
@@ -85,8 +85,7 @@ def checkin_answer(r: Reply, result: CheckInResult) -> str:
 async def checkin_command(update: Update, context: BotContext) -> None:
     """/checkin CODE: the participant says they have arrived."""
     r = await Reply.for_update(update, context)
-    if not r.consented:
-        await r.send(*views.consent_prompt(r))
+    if await views.consent_required(r):
         return
     raw = " ".join(context.args or [])
     if not raw.strip():
@@ -184,14 +183,10 @@ async def attendance_command(update: Update, context: BotContext) -> None:
 
 async def on_button(update: Update, context: BotContext) -> None:
     """The "I'm here" button and the roll-call buttons."""
-    query = update.callback_query
-    assert query is not None
-    r = await Reply.for_update(update, context)
-    callback = context.services.callbacks.decode(r.user_id, query.data)
-    if callback is None:
-        log.info("refused stale or forged callback data")
-        await r.toast(r.label("button.stale"), alert=True)
+    pressed = await pressed_button(update, context)
+    if pressed is None:
         return
+    r, callback = pressed
     if callback.action == "checkin_here":
         await _here(r, callback.int_arg(0))
         return
@@ -218,9 +213,7 @@ async def on_button(update: Update, context: BotContext) -> None:
 
 
 async def _here(r: Reply, workshop_id: int) -> None:
-    if not r.consented:
-        await r.toast()
-        await r.show(*views.consent_prompt(r))
+    if await views.consent_required(r):
         return
     result = await r.context.services.attendance.check_in_by_button(r.user_id, workshop_id)
     outcome = result.outcome

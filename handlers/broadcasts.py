@@ -45,7 +45,7 @@ from bot.services.broadcasts import (
 )
 from bot.services.outbox import ClaimedMessage
 from handlers import views
-from handlers.common import Reply
+from handlers.common import Reply, pressed_button
 from handlers.notices import renders
 
 log = logging.getLogger(__name__)
@@ -297,23 +297,17 @@ async def _preview(r: Reply, draft: Draft) -> None:
 
 
 async def on_button(update: Update, context: BotContext) -> None:
-    query = update.callback_query
-    assert query is not None
-    r = await Reply.for_update(update, context)
-    callback = context.services.callbacks.decode(r.user_id, query.data)
-    if callback is None:
-        log.info("refused stale or forged callback data")
-        await r.toast(r.label("button.stale"), alert=True)
+    pressed = await pressed_button(update, context)
+    if pressed is None:
         return
+    r, callback = pressed
     if callback.action in _STAFF_ACTIONS:
         if not await _is_staff(r):
             await r.toast(r.label("staff.refused"), alert=True)
             return
         await _STAFF[callback.action](r, callback)
         return
-    if not r.consented:
-        await r.toast()
-        await r.show(*views.consent_prompt(r))
+    if await views.consent_required(r):
         return
     await _RESIDENT[callback.action](r, callback)
 

@@ -8,6 +8,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ParseMode
 from telegram.error import BadRequest
 
+from bot.callbacks import Callback
 from bot.context import BotContext
 from bot.services.residents import ResidentProfile
 
@@ -115,3 +116,19 @@ class Reply:
         query = self.update.callback_query if self.update else None
         if query is not None:
             await query.answer(text, show_alert=alert)
+
+
+async def pressed_button(
+    update: Update, context: BotContext, *, html_stale: bool = False
+) -> tuple[Reply, Callback] | None:
+    """The Reply and the decoded data of a pressed button; None (after a "stale" alert)
+    when the data is stale or forged. html_stale: word the alert with r.t, not r.label."""
+    query = update.callback_query
+    assert query is not None
+    r = await Reply.for_update(update, context)
+    callback = context.services.callbacks.decode(r.user_id, query.data)
+    if callback is None:
+        log.info("refused stale or forged callback data")
+        await r.toast(r.t("button.stale") if html_stale else r.label("button.stale"), alert=True)
+        return None
+    return r, callback

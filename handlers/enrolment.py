@@ -23,7 +23,7 @@ from bot.services.enrolment import (
     normalise_phone,
 )
 from handlers import views
-from handlers.common import Reply
+from handlers.common import Reply, pressed_button
 
 log = logging.getLogger(__name__)
 
@@ -93,27 +93,7 @@ async def _ask_consent(r: Reply, data: dict) -> None:
 async def _ask_workshop(r: Reply, page: int) -> None:
     services = r.context.services
     workshops, more = await services.workshop_admin.upcoming(page)
-    tz = services.settings.tz
-    keyboard = [
-        [
-            r.button(
-                views._short(
-                    f"{services.translator.short_date(r.language, w.starts_at, tz)} · "
-                    f"{services.translator.localized(w.title, r.language)}"
-                ),
-                "enrol_workshop",
-                w.id,
-            )
-        ]
-        for w in workshops
-    ]
-    pages = []
-    if page > 0:
-        pages.append(r.button(r.label("workshop_admin.previous"), "enrol_page", page - 1))
-    if more:
-        pages.append(r.button(r.label("workshop_admin.next"), "enrol_page", page + 1))
-    if pages:
-        keyboard.append(pages)
+    keyboard = views.upcoming_picker(r, workshops, more, page, "enrol_workshop", "enrol_page")
     keyboard.append(_abort_row(r))
     key = "enrolment.ask.workshop" if workshops else "enrolment.no_workshop"
     await r.show(r.t(key), keyboard)
@@ -145,14 +125,10 @@ async def on_text(r: Reply, state: str, data: dict, text: str) -> None:
 
 
 async def on_button(update: Update, context: BotContext) -> None:
-    query = update.callback_query
-    assert query is not None
-    r = await Reply.for_update(update, context)
-    callback = context.services.callbacks.decode(r.user_id, query.data)
-    if callback is None:
-        log.info("refused stale or forged callback data")
-        await r.toast(r.label("button.stale"), alert=True)
+    pressed = await pressed_button(update, context)
+    if pressed is None:
         return
+    r, callback = pressed
     if not await allowed(r, "an enrolment button", *ROLES):
         return
     conversations = context.services.conversations

@@ -36,7 +36,7 @@ from bot.services.mediator_relay import (
 )
 from bot.services.outbox import ClaimedMessage
 from handlers import views
-from handlers.common import Reply
+from handlers.common import Reply, pressed_button
 from handlers.notices import renders
 
 log = logging.getLogger(__name__)
@@ -58,17 +58,11 @@ def _cancel_keyboard(r: Reply) -> views.Keyboard:
 
 async def on_button(update: Update, context: BotContext) -> None:
     """The "talk to a mediator" and "cancel" buttons."""
-    query = update.callback_query
-    assert query is not None
-    r = await Reply.for_update(update, context)
-    callback = context.services.callbacks.decode(r.user_id, query.data)
-    if callback is None:
-        log.info("refused stale or forged callback data")
-        await r.toast(r.label("button.stale"), alert=True)
+    pressed = await pressed_button(update, context)
+    if pressed is None:
         return
-    if not r.consented:
-        await r.toast()
-        await r.show(*views.consent_prompt(r))
+    r, callback = pressed
+    if await views.consent_required(r):
         return
     relay = context.services.mediator_relay
     if callback.action == "mediator_cancel":

@@ -24,7 +24,7 @@ from bot.services.outbox import ClaimedMessage
 from bot.services.registration import CancelOutcome
 from bot.services.reminders import REMINDER, Visit
 from handlers import views
-from handlers.common import Reply
+from handlers.common import Reply, pressed_button
 from handlers.notices import renders
 
 log = logging.getLogger(__name__)
@@ -127,17 +127,11 @@ async def _render_reminder(context: BotContext, message: ClaimedMessage) -> list
 
 async def on_button(update: Update, context: BotContext) -> None:
     """The buttons of reminders and of the calendar file."""
-    query = update.callback_query
-    assert query is not None
-    r = await Reply.for_update(update, context)
-    callback = context.services.callbacks.decode(r.user_id, query.data)
-    if callback is None:
-        log.info("refused stale or forged callback data")
-        await r.toast(r.label("button.stale"), alert=True)
+    pressed = await pressed_button(update, context)
+    if pressed is None:
         return
-    if not r.consented:
-        await r.toast()
-        await r.show(*views.consent_prompt(r))
+    r, callback = pressed
+    if await views.consent_required(r):
         return
     workshop_id = callback.int_arg(0)
     await _ACTIONS[callback.action](r, workshop_id)

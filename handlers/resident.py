@@ -18,7 +18,7 @@ from bot.context import BotContext
 from bot.delivery import kick_delivery
 from bot.services.registration import CancelOutcome, RegisterOutcome
 from handlers import views
-from handlers.common import Reply
+from handlers.common import Reply, pressed_button
 from handlers.surveys import after_registration
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,7 @@ async def start(update: Update, context: BotContext) -> None:
 async def show_menu(update: Update, context: BotContext) -> None:
     """/menu: the main menu."""
     r = await Reply.for_update(update, context)
-    if not r.consented:
-        await r.send(*views.consent_prompt(r))
+    if await views.consent_required(r):
         return
     await r.send(*views.main_menu(r))
 
@@ -46,8 +45,7 @@ async def show_menu(update: Update, context: BotContext) -> None:
 async def workshops_command(update: Update, context: BotContext) -> None:
     """/workshops: the list of upcoming workshops."""
     r = await Reply.for_update(update, context)
-    if not r.consented:
-        await r.send(*views.consent_prompt(r))
+    if await views.consent_required(r):
         return
     await _show_list(r, 0, 0, 0)
 
@@ -55,8 +53,7 @@ async def workshops_command(update: Update, context: BotContext) -> None:
 async def mine_command(update: Update, context: BotContext) -> None:
     """/mine: the person's seats and waitlist places."""
     r = await Reply.for_update(update, context)
-    if not r.consented:
-        await r.send(*views.consent_prompt(r))
+    if await views.consent_required(r):
         return
     places = await context.services.registrations.my_places(r.user_id)
     await r.send(*views.my_places(r, places))
@@ -65,8 +62,7 @@ async def mine_command(update: Update, context: BotContext) -> None:
 async def language_command(update: Update, context: BotContext) -> None:
     """/language: choose the language of the bot."""
     r = await Reply.for_update(update, context)
-    if not r.consented:
-        await r.send(*views.consent_prompt(r))
+    if await views.consent_required(r):
         return
     await r.send(*views.language_choice(r))
 
@@ -87,8 +83,7 @@ async def privacy_command(update: Update, context: BotContext) -> None:
 async def free_text(update: Update, context: BotContext) -> None:
     """Text that is not a command: a friendly nudge towards the buttons, never silence."""
     r = await Reply.for_update(update, context)
-    if not r.consented:
-        await r.send(*views.consent_prompt(r))
+    if await views.consent_required(r):
         return
     await r.send(*views.main_menu(r, r.t("fallback.text")))
 
@@ -103,20 +98,14 @@ async def unknown_command(update: Update, context: BotContext) -> None:
 
 async def on_button(update: Update, context: BotContext) -> None:
     """Every inline button: decode and check the data, then act."""
-    query = update.callback_query
-    assert query is not None
-    r = await Reply.for_update(update, context)
-    callback = context.services.callbacks.decode(r.user_id, query.data)
-    if callback is None:
-        log.info("refused stale or forged callback data")
-        await r.toast(r.t("button.stale"), alert=True)
+    pressed = await pressed_button(update, context, html_stale=True)
+    if pressed is None:
         return
+    r, callback = pressed
     if callback.action in ("consent", "notice", "help"):
         await _BEFORE_CONSENT[callback.action](r, callback)
         return
-    if not r.consented:
-        await r.toast()
-        await r.show(*views.consent_prompt(r))
+    if await views.consent_required(r):
         return
     await _AFTER_CONSENT[callback.action](r, callback)
 

@@ -228,8 +228,7 @@ async def _notify(r: Reply, key: str) -> None:
 async def needs_command(update: Update, context: BotContext) -> None:
     """/needs: the needs survey, from its first question or where the person stopped."""
     r = await Reply.for_update(update, context)
-    if not r.consented:
-        await r.send(*views.consent_prompt(r))
+    if await views.consent_required(r):
         return
     step = await context.services.surveys.start_needs(r.user_id)
     if step.outcome is StepOutcome.ALREADY_DONE:

@@ -8,6 +8,7 @@ from telegram import InlineKeyboardButton
 
 from bot.i18n import LANGUAGE_NAMES, Html
 from bot.services.registration import MyPlace
+from bot.services.workshop_admin import ManagedWorkshop
 from bot.services.workshops import Choice, WorkshopCard, WorkshopPage, WorkshopSummary
 from handlers.common import Reply
 
@@ -292,3 +293,44 @@ def promotion_notice(r: Reply, card: WorkshopCard) -> tuple[str, Keyboard]:
         [r.button(r.t("workshop.map"), "venue", card.summary.id)],
         [r.button(r.t("workshop.cancel"), "cancel_ask", card.summary.id, 1)],
     ]
+
+
+async def consent_required(r: Reply) -> bool:
+    """The consent gate: True, after showing the consent prompt, when the person has not
+    consented and the caller must stop. A button is answered and its message replaced;
+    a command or typed text gets the prompt as a new message (what r.show does then)."""
+    if r.consented:
+        return False
+    await r.toast()
+    await r.show(*consent_prompt(r))
+    return True
+
+
+def upcoming_picker(
+    r: Reply, workshops: list[ManagedWorkshop], more: bool, page: int, pick: str, turn: str
+) -> Keyboard:
+    """Staff pickers of upcoming workshops: a button per workshop (action `pick`, its id),
+    then previous/next page buttons (action `turn`, the page) where there are any."""
+    services = r.context.services
+    tz = services.settings.tz
+    keyboard = [
+        [
+            r.button(
+                _short(
+                    f"{services.translator.short_date(r.language, w.starts_at, tz)} · "
+                    f"{services.translator.localized(w.title, r.language)}"
+                ),
+                pick,
+                w.id,
+            )
+        ]
+        for w in workshops
+    ]
+    pages = []
+    if page > 0:
+        pages.append(r.button(r.label("workshop_admin.previous"), turn, page - 1))
+    if more:
+        pages.append(r.button(r.label("workshop_admin.next"), turn, page + 1))
+    if pages:
+        keyboard.append(pages)
+    return keyboard

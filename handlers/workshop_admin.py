@@ -44,7 +44,7 @@ from bot.services.workshop_admin import (
     time_stamp,
 )
 from handlers import enrolment, views
-from handlers.common import Reply
+from handlers.common import Reply, pressed_button
 from handlers.notices import renders
 from handlers.reminders import when
 
@@ -295,27 +295,7 @@ async def _show_list(r: Reply, page: int) -> None:
     if not workshops and page == 0:
         await r.show(r.t("workshop_admin.edit.none"))
         return
-    tz = services.settings.tz
-    keyboard = [
-        [
-            r.button(
-                views._short(
-                    f"{services.translator.short_date(r.language, w.starts_at, tz)} · "
-                    f"{_title(r, w.title)}"
-                ),
-                "we_pick",
-                w.id,
-            )
-        ]
-        for w in workshops
-    ]
-    pages = []
-    if page > 0:
-        pages.append(r.button(r.label("workshop_admin.previous"), "we_list", page - 1))
-    if more:
-        pages.append(r.button(r.label("workshop_admin.next"), "we_list", page + 1))
-    if pages:
-        keyboard.append(pages)
+    keyboard = views.upcoming_picker(r, workshops, more, page, "we_pick", "we_list")
     await r.show(r.t("workshop_admin.edit.choose"), keyboard)
 
 
@@ -461,14 +441,10 @@ async def _edit_text(r: Reply, state: str, data: dict, text: str) -> None:
 
 
 async def on_button(update: Update, context: BotContext) -> None:
-    query = update.callback_query
-    assert query is not None
-    r = await Reply.for_update(update, context)
-    callback = context.services.callbacks.decode(r.user_id, query.data)
-    if callback is None:
-        log.info("refused stale or forged callback data")
-        await r.toast(r.label("button.stale"), alert=True)
+    pressed = await pressed_button(update, context)
+    if pressed is None:
         return
+    r, callback = pressed
     if not await enrolment.allowed(r, "a workshop button", *ROLES):
         return
     if callback.action == "wa_abort":
