@@ -533,9 +533,9 @@ async def _prepare_database(database_url: str, settings: Settings, today: date) 
 
 def _quiet_logs() -> None:
     """Only warnings and errors: the terminal belongs to the conversation."""
-    root = logging.getLogger()
-    if root.level < logging.WARNING:
-        root.setLevel(logging.WARNING)
+    for logger in (logging.getLogger(), logging.getLogger("telegram")):
+        if logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
 
 
 def _on_interrupt(callback: Callable[[], object]) -> Callable[[], None]:
