@@ -75,7 +75,7 @@ def build_services(settings: Settings, clock: Clock, translator: Translator) -> 
         workshop_admin=WorkshopAdmin(db, clock),
         enrolment=EnrolmentService(db, clock),
         stats=StatsService(db, clock, settings.tz, settings.min_group_size),
-        exports=ExportService(db, settings.tz, settings.effective_token),
+        exports=ExportService(db, settings.tz, settings.effective_token, settings.min_group_size),
     )
 
 

@@ -10,8 +10,13 @@ SKIP LOCKED on PostgreSQL), renders each at send time, and sends them one after 
   replies to people using the bot at the same time;
 - at most one message per second to one chat (two broadcasts in flight to the same person);
 - a 429 pauses the whole sender for its retry_after; the row is released without spending
-  an attempt. (With PTB's AIORateLimiter in front, which retries a 429 itself after pausing
-  every request, the send just takes longer; either way nothing is sent twice.) A 403 marks the resident inactive and drops the row. Other errors are retried
+  an attempt, and so is the rest of the batch when the pause is longer than a few seconds.
+  (With PTB's AIORateLimiter in front, which retries a 429 itself after pausing every
+  request, the send just takes longer.) Just before each send the row's lease is renewed, on
+  condition that this process still holds it and its broadcast is still being sent
+  (Outbox.renew): a row whose lease lapsed during a pause, and was claimed by another
+  instance, or whose broadcast was stopped on another instance, is not sent. A 403 marks the
+  resident inactive and drops the row. Other errors are retried
   a bounded number of times (the outbox's MAX_ATTEMPTS), then the row fails.
 
 Each row is marked sent as soon as Telegram accepted it, so a restart resumes with the rows
@@ -50,6 +55,7 @@ IDLE_POLL_S = 2.0
 STARTUP_DELAY_S = 1.0
 SWEEP_EVERY_S = 5.0  # while busy, how often unfinished broadcasts are looked at
 PER_CHAT_INTERVAL_S = 1.0
+RELEASE_AFTER_S = 5.0  # a pause longer than this releases the rest of the batch
 
 # Renders a broadcast row for its recipient: what to send, or None (then dropped).
 MessageRenderer = Callable[
@@ -196,6 +202,11 @@ class BroadcastSender:
             if message.broadcast_id is not None:
                 touched.add(message.broadcast_id)
                 await self._maybe_show_progress(context, message.broadcast_id)
+            if self.pace.delay(asyncio.get_running_loop().time()) > RELEASE_AFTER_S:
+                # A long pause (a 429): let the rest of the batch go rather than sit on it.
+                for left in batch[index + 1 :]:
+                    await services.outbox.postpone(left.id, timedelta(0))
+                break
         now = asyncio.get_running_loop().time()
         if not batch or now - self._last_sweep >= SWEEP_EVERY_S:
             # Broadcasts stopped elsewhere, or with nothing left to claim, get closed too.
@@ -220,6 +231,14 @@ class BroadcastSender:
             return
         await self._wait_turn(message.chat_id)
         if self._stopping.is_set():  # shutting down during a wait (a long 429 pause)
+            await outbox.postpone(message.id, timedelta(0))
+            return
+        # The wait may have outlasted the lease: another instance may hold the row now, or
+        # the broadcast may have been stopped elsewhere. Renew the hold, or leave the row.
+        if not await outbox.renew(message.id, broadcast_sending=True):
+            log.info("broadcast row %s no longer held or its broadcast stopped", message.id)
+            # Released if still ours (a stopped broadcast), so closing it drops the row now;
+            # a no-op when another instance holds it.
             await outbox.postpone(message.id, timedelta(0))
             return
         loop = asyncio.get_running_loop()

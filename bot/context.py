@@ -9,6 +9,7 @@ from telegram.ext import Application, CallbackContext, ExtBot
 from bot.callbacks import CallbackCodec
 from bot.clock import Clock
 from bot.i18n import Translator
+from bot.logs import log_pseudonym
 from bot.services.attendance import AttendanceService
 from bot.services.broadcasts import BroadcastService
 from bot.services.channel import ChannelNotices
@@ -55,6 +56,10 @@ class Services:
     enrolment: EnrolmentService
     stats: StatsService
     exports: ExportService
+
+    def pseudonym(self, telegram_id: int) -> str:
+        """A Telegram id as it may appear in logs (keyed: not reversible without the token)."""
+        return log_pseudonym(telegram_id, self.settings.effective_token)
 
 
 class BotContext(CallbackContext[ExtBot[None], dict, dict, dict]):

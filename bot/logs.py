@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+
+
+def log_pseudonym(telegram_id: int, secret: str) -> str:
+    """A short, stable stand-in for a Telegram id in logs: an HMAC-SHA256 keyed with a key
+    derived from `secret` (the bot token). Telegram ids are small enough (~2^40) that an
+    unkeyed hash could be reversed by trying them all; without the key it cannot."""
+    key = hashlib.sha256(b"capacity-bot log pseudonyms\0" + secret.encode()).digest()
+    return hmac.new(key, str(telegram_id).encode(), hashlib.sha256).hexdigest()[:12]
 
 
 class RedactSecrets(logging.Filter):

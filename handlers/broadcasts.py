@@ -11,7 +11,6 @@ announcements back on from that message or from the language screen.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import logging
 
@@ -89,14 +88,10 @@ _STAFF_ACTIONS = frozenset(
 )
 
 
-def _pseudonym(user_id: int) -> str:
-    return hashlib.sha256(str(user_id).encode()).hexdigest()[:12]
-
-
 async def _is_staff(r: Reply) -> bool:
     if await r.context.services.staff.has_role(r.user_id, *STAFF_ROLES):
         return True
-    log.info("broadcast refused to %s", _pseudonym(r.user_id))
+    log.info("broadcast refused to %s", r.context.services.pseudonym(r.user_id))
     return False
 
 

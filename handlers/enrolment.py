@@ -7,7 +7,6 @@ the staff text capture of handlers/workshop_admin.py (one capture for all staff 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 from telegram import Update
@@ -46,17 +45,12 @@ def _abort_row(r: Reply) -> list:
     return [r.button(r.label("enrolment.abort"), "enrol_abort")]
 
 
-def person_hash(user_id: int) -> str:
-    """A short, stable pseudonym for logs: never a raw Telegram id."""
-    return hashlib.sha256(str(user_id).encode()).hexdigest()[:12]
-
-
 async def allowed(r: Reply, what: str, *roles: str) -> bool:
     """The role check of every staff call (commands, buttons, typed answers): refuses
     politely and logs the refusal without personal data. Shared with /newworkshop."""
     if await r.context.services.staff.has_role(r.user_id, *roles):
         return True
-    log.info("refused %s to %s: missing role", what, person_hash(r.user_id))
+    log.info("refused %s to %s: missing role", what, r.context.services.pseudonym(r.user_id))
     if r.update is not None and r.update.callback_query is not None:
         await r.toast(r.label("staff.refused"), alert=True)
     else:

@@ -15,7 +15,7 @@ from telegram.error import TelegramError
 import handlers  # RESIDENT_COMMANDS and STAFF_COMMANDS, read at call time (import cycle)
 from bot.context import Services
 from bot.i18n import Translator
-from bot.services.staff import COORDINATOR, StaffMenu, pseudonym
+from bot.services.staff import COORDINATOR, StaffMenu
 
 log = logging.getLogger(__name__)
 
@@ -71,4 +71,6 @@ async def _apply_or_log(bot: Bot, services: Services, menu: StaffMenu) -> None:
     try:
         await apply_staff_menu(bot, services, menu)
     except TelegramError as exc:
-        log.warning("could not set the command menu of %s: %s", pseudonym(menu.telegram_id), exc)
+        log.warning(
+            "could not set the command menu of %s: %s", services.pseudonym(menu.telegram_id), exc
+        )

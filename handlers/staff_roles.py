@@ -20,7 +20,7 @@ from bot.context import BotContext
 from bot.delivery import Outgoing, kick_delivery
 from bot.i18n import Html
 from bot.services.outbox import ClaimedMessage
-from bot.services.staff import COORDINATOR, ROLE_NOTICE, RoleOutcome, pseudonym
+from bot.services.staff import COORDINATOR, ROLE_NOTICE, RoleOutcome
 from handlers.common import Reply
 from handlers.notices import renders
 from handlers.staff_menus import refresh_staff_menu
@@ -60,7 +60,9 @@ async def require_role(update: Update, context: BotContext, *roles: str) -> bool
     else:
         await r.send(r.t("staff.refused"))
         what = _command_name(update)
-    log.info("refused %s to %s (needs %s)", what, pseudonym(user.id), " or ".join(roles))
+    log.info(
+        "refused %s to %s (needs %s)", what, context.services.pseudonym(user.id), " or ".join(roles)
+    )
     return False
 
 
@@ -147,7 +149,9 @@ async def on_button(update: Update, context: BotContext) -> None:
     r = await Reply.for_update(update, context)
     callback = context.services.callbacks.decode(r.user_id, query.data)
     if callback is None or callback.int_arg(0) >= len(ROLES):
-        log.info("refused stale or forged role button from %s", pseudonym(r.user_id))
+        log.info(
+            "refused stale or forged role button from %s", context.services.pseudonym(r.user_id)
+        )
         await r.toast(r.label("button.stale"), alert=True)
         return
     if not await require_role(update, context, COORDINATOR):
@@ -168,7 +172,13 @@ async def _change(r: Reply, action: str, role: str, target: int) -> None:
         await r.show(r.t("staff.refused"))
         return
     if outcome is RoleOutcome.DONE:
-        log.info("%s %s: %s by %s", action, role, pseudonym(target), pseudonym(r.user_id))
+        log.info(
+            "%s %s: %s by %s",
+            action,
+            role,
+            services.pseudonym(target),
+            services.pseudonym(r.user_id),
+        )
         await refresh_staff_menu(r.context.bot, services, target)
         await r.show(r.t("roles.granted" if action == "grant" else "roles.revoked", **params))
         kick_delivery(r.context)

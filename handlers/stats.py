@@ -8,7 +8,6 @@ neighbourhood travel in the signed callback data, so the view buttons need no st
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -77,11 +76,6 @@ class Viewer:
         return None if self.coordinator else self.user_id
 
 
-def pseudonym(telegram_id: int) -> str:
-    """For logs: never a raw Telegram id."""
-    return hashlib.sha256(str(telegram_id).encode()).hexdigest()[:12]
-
-
 async def _viewer(r: Reply, what: str) -> Viewer | None:
     """The person's statistics role, or None after a polite refusal (logged, no identity)."""
     roles = await r.context.services.staff.roles_of(r.user_id)
@@ -89,7 +83,11 @@ async def _viewer(r: Reply, what: str) -> Viewer | None:
         return Viewer(r.user_id, coordinator=True)
     if "facilitator" in roles:
         return Viewer(r.user_id, coordinator=False)
-    log.info("refused %s to %s: no coordinator or facilitator role", what, pseudonym(r.user_id))
+    log.info(
+        "refused %s to %s: no coordinator or facilitator role",
+        what,
+        r.context.services.pseudonym(r.user_id),
+    )
     if r.update is not None and r.update.callback_query is not None:
         await r.toast(r.label("staff.refused"), alert=True)
     else:
@@ -390,7 +388,9 @@ async def on_button(update: Update, context: BotContext) -> None:
     r = await Reply.for_update(update, context)
     callback = context.services.callbacks.decode(r.user_id, query.data)
     if callback is None:
-        log.info("refused stale or forged stats button from %s", pseudonym(r.user_id))
+        log.info(
+            "refused stale or forged stats button from %s", r.context.services.pseudonym(r.user_id)
+        )
         await r.toast(r.label("button.stale"), alert=True)
         return
     viewer = await _viewer(r, "a stats button")
@@ -410,7 +410,7 @@ async def on_button(update: Update, context: BotContext) -> None:
     if index >= len(VIEWS) or (
         index >= 0 and VIEWS[index] in COORDINATOR_ONLY_VIEWS and not viewer.coordinator
     ):
-        log.info("refused a coordinator view to %s", pseudonym(r.user_id))
+        log.info("refused a coordinator view to %s", r.context.services.pseudonym(r.user_id))
         await r.toast(r.label("staff.refused"), alert=True)
         return
     if index >= 0:
@@ -533,7 +533,7 @@ async def export_command(update: Update, context: BotContext) -> None:
                     caption=r.label("stats.export_caption", rows=file.rows),
                 )
     await r.send(r.t("stats.export_done", files=len(files)), None)
-    log.info("export sent to %s", pseudonym(r.user_id))
+    log.info("export sent to %s", r.context.services.pseudonym(r.user_id))
 
 
 def stats_handlers() -> list[BaseHandler]:

@@ -500,7 +500,7 @@ async def render_change(context: BotContext, message: ClaimedMessage) -> list[Ou
     elif (
         w.status != "scheduled"
         or not registration_live
-        or (change is Change.TIME and time_stamp(w.starts_at) != payload["stamp"])
+        or (change is Change.TIME and not payload["stamp"].startswith(time_stamp(w.starts_at)))
         or (change is Change.VENUE and not payload["stamp"].startswith(f"{w.venue_id}:"))
     ):
         return None

@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from bot.broadcast_sender import Pace
 from bot.services.broadcasts import CAPTION_LIMIT, TEXT_LIMIT, BroadcastService, Step, TakeOutcome
-from bot.services.outbox import Outbox
+from bot.services.outbox import LEASE, Outbox
+from storage.db import Database
 from storage.models import Broadcast, OutboxMessage, Resident
 from tests.broadcast_helpers import answer_needs, outbox_counts, register, seed_residents
 from tests.factories import new_clock, seed_place, seed_workshop
@@ -199,3 +200,31 @@ def test_the_pace_spaces_sends_and_caps_any_second():
     pace.pause(3.0, now)
     assert pace.delay(now) == pytest.approx(3.0)
     assert Pace(30).per_second == 30
+
+
+async def test_a_lapsed_lease_is_not_renewed_and_its_rows_are_not_sent_twice(db, database_url):
+    clock = new_clock()
+    service = BroadcastService(db, clock)
+    await seed_residents(db, clock, list(range(1, 6)))
+    await previewed(service, {"kind": "all"})
+    broadcast_id = await service.confirm(STAFF)
+    other_engine = Database(database_url)  # as a second running instance would have
+    try:
+        a, b = Outbox(db, clock, "instance-a"), Outbox(other_engine, clock, "instance-b")
+        batch = await a.claim_due(10, broadcast=True)
+        assert len(batch) == 5
+        assert await a.renew(batch[0].id, broadcast_sending=True)  # still held: renewed
+        clock.advance(LEASE + timedelta(seconds=1))  # a long 429 pause outlasts the lease
+        again = await b.claim_due(10, broadcast=True)
+        assert {m.id for m in again} == {m.id for m in batch}
+        # A must not send: the rows are B's now.
+        assert not any([await a.renew(m.id, broadcast_sending=True) for m in batch])
+        assert not await a.renew(batch[0].id)
+        assert await b.renew(again[0].id, broadcast_sending=True)
+        # Stopped (maybe on another instance): B's held rows may not be sent either.
+        assert await service.cancel(broadcast_id)
+        assert not await b.renew(again[1].id, broadcast_sending=True)
+        assert await b.renew(again[1].id)  # still held: only the broadcast check refuses
+    finally:
+        await other_engine.dispose()
+    assert await outbox_counts(db, broadcast_id) == {"pending": 5}

@@ -17,7 +17,7 @@ from bot.services.enrolment import (
 from bot.services.registration import PROMOTION_NOTICE, RegistrationService, seat_or_waitlist
 from bot.services.residents import ResidentService
 from storage.db import Database
-from storage.models import CHECKIN_ALPHABET, Registration, Resident
+from storage.models import CHECKIN_ALPHABET, ConsentEvent, Registration, Resident
 from tests.factories import new_clock, seed_workshop
 from tests.workshop_admin_helpers import (
     MEDIATOR,
@@ -161,3 +161,28 @@ async def test_a_claim_merges_into_an_existing_record(db: Database) -> None:
     assert (await workshop_row(db, desk_seated)).seats_taken == 1
     assert (await workshop_row(db, both_seated)).seats_taken == 2
     assert await desk_residents(db) == 0
+
+
+async def test_a_claim_keeps_the_consent_given_at_the_desk(db: Database) -> None:
+    clock = new_clock()
+    workshop_id = await seed_workshop(db, clock)
+    service = EnrolmentService(db, clock)
+    enrolled = await service.enrol(MEDIATOR, "Yvette", "+33612345678", workshop_id)
+    assert enrolled.claim_code is not None
+    desk_consent_at = clock.now()
+    clock.advance(timedelta(days=1))
+    await ResidentService(db, clock).give_consent(501, "Yvette", "fr")
+
+    assert (await service.claim(501, enrolled.claim_code)).outcome is ClaimOutcome.CLAIMED
+
+    async with db.read() as session:
+        yvette = await session.scalar(select(Resident.id).where(Resident.telegram_id == 501))
+        events = (
+            await session.execute(
+                select(ConsentEvent.resident_id, ConsentEvent.kind, ConsentEvent.at).order_by(
+                    ConsentEvent.at
+                )
+            )
+        ).all()
+    assert [(e.resident_id, e.kind) for e in events] == [(yvette, "given"), (yvette, "given")]
+    assert events[0].at == desk_consent_at

@@ -7,10 +7,12 @@ import hashlib
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import delete, func, select
 
 import bot.services.exports as exports_module
 from bot.services.exports import ExportService, Pseudonyms
 from storage.db import Database
+from storage.models import SurveyAnswerSet
 from tests.stats_helpers import FACILITATOR, seed_hand_data, telegram_id
 
 pytestmark = pytest.mark.storage
@@ -39,7 +41,7 @@ async def test_files_are_streamed_in_chunks_and_removed_afterwards(
             "workshops.csv": 4,
             "registrations.csv": 30,
             "survey_answers.csv": 11 + 12 * 2 - 1,  # autonomy (11) + needs (2 answers, R12 1)
-            "survey_answers_anonymous.csv": 26,
+            "survey_answers_anonymous.csv": 18,  # W1's poll (6 x 3); W2's 4 people left out
             "needs.csv": 12,
         }
         raw = by_name["registrations.csv"].path.read_bytes()
@@ -67,3 +69,27 @@ async def test_facilitator_export(db: Database) -> None:
         "survey_answers.csv": 7,  # autonomy at sign-up for W1 (R1-R7)
         "survey_answers_anonymous.csv": 18,  # W1's poll: 6 x 3 answers
     }
+
+
+async def test_small_poll_groups_are_left_out_of_the_anonymous_answers(db: Database) -> None:
+    data = await seed_hand_data(db)
+    async with db.write() as session:  # W1's poll down to 5 people; W2's stays at 4
+        one_w1_set = await session.scalar(
+            select(func.min(SurveyAnswerSet.id)).where(
+                SurveyAnswerSet.resident_id.is_(None),
+                SurveyAnswerSet.workshop_id == data.workshops["W1"],
+            )
+        )
+        await session.execute(delete(SurveyAnswerSet).where(SurveyAnswerSet.id == one_w1_set))
+    service = ExportService(db, ZoneInfo("Europe/Paris"), TOKEN, min_group_size=5)
+    for viewer in (None, FACILITATOR):
+        async with service.export(viewer) as files:
+            file = {f.name: f for f in files}["survey_answers_anonymous.csv"]
+            with file.path.open(encoding="utf-8-sig", newline="") as handle:
+                reader = csv.DictReader(handle)
+                rows = list(reader)
+                header = reader.fieldnames or []
+        assert "answer_set" not in header and "person" not in header
+        assert header[0] == "survey"
+        assert file.rows == len(rows) == 5 * 3
+        assert {row["workshop"] for row in rows} == {"w1"}

@@ -15,8 +15,9 @@ from sqlalchemy import select
 from bot.callbacks import CallbackCodec
 from bot.clock import ManualClock
 from bot.i18n import Translator
+from bot.logs import log_pseudonym
 from bot.services.residents import ResidentService
-from bot.services.staff import ROLE_NOTICE, pseudonym
+from bot.services.staff import ROLE_NOTICE
 from bot.settings import Settings
 from emulator.client import EmulatorClient, SimulatedUser
 from emulator.server import BotApiEmulator
@@ -219,8 +220,14 @@ async def test_a_resident_and_a_mediator_are_refused_and_the_refusal_is_logged_a
         await people["mediator"].wait_message(contains="only for the programme's team")
     refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused")]
     assert len(refusals) == 2
-    assert pseudonym(RESIDENT) in refusals[0] and "/grant" in refusals[0]
-    assert pseudonym(MEDIATOR) in refusals[1] and "/revoke" in refusals[1]
+    assert (
+        log_pseudonym(RESIDENT, world.settings.effective_token) in refusals[0]
+        and "/grant" in refusals[0]
+    )
+    assert (
+        log_pseudonym(MEDIATOR, world.settings.effective_token) in refusals[1]
+        and "/revoke" in refusals[1]
+    )
     for line in refusals:
         assert not re.search(rf"\b({RESIDENT}|{MEDIATOR}|{BOSS})\b", line)
         assert "Amina" not in line and "Sam" not in line
@@ -261,7 +268,10 @@ async def test_role_buttons_are_checked_on_every_press(world, people, caplog):
         query = await mediator.press_data(own, message_id=offer.message_id)
         refused = await mediator.callback_answer(query)
     assert refused.show_alert and "only for the programme's team" in (refused.text or "")
-    assert any(pseudonym(MEDIATOR) in r.getMessage() for r in caplog.records)
+    assert any(
+        log_pseudonym(MEDIATOR, world.settings.effective_token) in r.getMessage()
+        for r in caplog.records
+    )
 
     assert (await world.audit())[2:] == [(NEWCOMER, "facilitator", "grant", BOSS)]
     assert (MEDIATOR, "coordinator") not in await world.roles()

@@ -10,7 +10,8 @@ from telegram import BotCommand, BotCommandScopeChat
 from telegram.error import BadRequest
 
 from bot.i18n import Translator
-from bot.services.staff import StaffService, pseudonym
+from bot.logs import log_pseudonym
+from bot.services.staff import StaffService
 from handlers import RESIDENT_COMMANDS, STAFF_COMMANDS
 from handlers.staff_menus import set_staff_menus, staff_command_names
 from storage.db import Database
@@ -50,10 +51,12 @@ class FlakyBot:
 async def test_one_refused_menu_at_start_is_logged_and_the_others_are_set(db: Database, caplog):
     staff = StaffService(db, new_clock())
     await staff.seed((("coordinator", 1), ("mediator", 2), ("facilitator", 3)))
+    token = "123456:menus-test-token"
     services = SimpleNamespace(
         staff=staff,
         translator=Translator.load("fr"),
         settings=SimpleNamespace(default_language="fr"),
+        pseudonym=lambda telegram_id: log_pseudonym(telegram_id, token),
     )
     bot = FlakyBot(refused_chat=2)
     with caplog.at_level(logging.WARNING, logger="handlers.staff_menus"):
@@ -62,5 +65,5 @@ async def test_one_refused_menu_at_start_is_logged_and_the_others_are_set(db: Da
     assert [c.command for c in bot.menus[3]] == [*RESIDENT_COMMANDS, *STAFF_COMMANDS["facilitator"]]
     assert bot.menus[3][0].description == "Commencer"  # in the default language
     assert [r.getMessage() for r in caplog.records] == [
-        f"could not set the command menu of {pseudonym(2)}: Chat not found"
+        f"could not set the command menu of {log_pseudonym(2, token)}: Chat not found"
     ]

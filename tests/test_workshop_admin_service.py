@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, time, timedelta
+from datetime import UTC, date, time, timedelta
 
 import pytest
 
@@ -179,3 +179,23 @@ async def test_a_venue_change_is_told_each_time(db: Database) -> None:
         EditOutcome.DONE,
     )
     assert len(await outbox_of(db, CHANGE_NOTICE)) == 2
+
+
+async def test_a_move_back_and_forth_is_told_each_time(db: Database) -> None:
+    clock = new_clock()
+    workshop_id = await seed_workshop(db, clock)
+    await sign_up(db, clock, 1, workshop_id)
+    admin = WorkshopAdmin(db, clock)
+    first_start = (await workshop_row(db, workshop_id)).starts_at
+    later = first_start + timedelta(hours=1)
+
+    results = []
+    for start in (later, first_start, later):
+        clock.advance(timedelta(minutes=5))
+        results.append(await admin.move(workshop_id, start))
+
+    assert [(r.outcome, r.notified) for r in results] == [(EditOutcome.DONE, 1)] * 3
+    notices = await outbox_of(db, CHANGE_NOTICE)
+    assert len(notices) == 3
+    assert len({n.dedupe_key for n in notices}) == 3
+    assert notices[-1].payload["stamp"].startswith(f"{later.astimezone(UTC):%Y%m%d%H%M}")

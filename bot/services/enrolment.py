@@ -192,6 +192,13 @@ class EnrolmentService:
                     .where(Resident.id == own_id, Resident.phone.is_(None))
                     .values(phone=desk.phone)
                 )
+            # The consent given at the desk is part of the person's history: it moves too,
+            # rather than going with the desk record's cascade.
+            await session.execute(
+                update(ConsentEvent)
+                .where(ConsentEvent.resident_id == desk.id)
+                .values(resident_id=own_id)
+            )
             await session.execute(delete(Resident).where(Resident.id == desk.id))
             return ClaimResult(ClaimOutcome.CLAIMED, registrations=live)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import aliased
 
 from bot.services.stats import NEEDS
@@ -88,9 +88,10 @@ Table = tuple[list[str], Select[Any], Callable[[Any], list[Any]]]
 
 
 class ExportService:
-    def __init__(self, db: Database, tz: ZoneInfo, bot_token: str) -> None:
+    def __init__(self, db: Database, tz: ZoneInfo, bot_token: str, min_group_size: int = 5) -> None:
         self._db = db
         self._tz = tz
+        self._min_group_size = min_group_size
         self.pseudonyms = Pseudonyms(bot_token)
 
     @asynccontextmanager
@@ -317,9 +318,49 @@ class ExportService:
         )
 
     def _anonymous_answers(self, facilitator_id: int | None) -> Table:
-        """The post-workshop poll: no person column, only the workshop and the week."""
-        query = self._answers(facilitator_id).where(SurveyAnswerSet.resident_id.is_(None))
-        return list(ANSWER_HEADER), query, self._answer_values
+        """The post-workshop poll: no person column, only the workshop and the week.
+
+        A survey, workshop and week answered by fewer than `min_group_size` people is left
+        out for every viewer: a facilitator could match a handful of answers, free text
+        included, to the attendees they know. There is no answer-set column, and rows are
+        sorted by question and answer, so one person's answers cannot be put together.
+        """
+        anonymous = (SurveyAnswerSet.completed, SurveyAnswerSet.resident_id.is_(None))
+        groups = (
+            select(
+                SurveyAnswerSet.run_id,
+                SurveyAnswerSet.workshop_id,
+                SurveyAnswerSet.time_bucket,
+            )
+            .where(*anonymous)
+            .group_by(
+                SurveyAnswerSet.run_id, SurveyAnswerSet.workshop_id, SurveyAnswerSet.time_bucket
+            )
+            .having(func.count(SurveyAnswerSet.id.distinct()) >= self._min_group_size)
+            .subquery("big_enough")
+        )
+        query = (
+            self._answers(facilitator_id)
+            .where(*anonymous)
+            .join(
+                groups,
+                (groups.c.run_id == SurveyAnswerSet.run_id)
+                & (groups.c.time_bucket == SurveyAnswerSet.time_bucket)
+                & groups.c.workshop_id.is_not_distinct_from(SurveyAnswerSet.workshop_id),
+            )
+            .order_by(None)
+            .order_by(
+                SurveyRun.survey_key,
+                Workshop.key,
+                SurveyAnswerSet.time_bucket,
+                SurveyAnswer.question_key,
+                SurveyAnswer.number,
+                SurveyAnswer.free_text,
+                SurveyAnswer.skipped,
+                SurveyAnswer.id,
+            )
+        )
+        return list(ANSWER_HEADER[1:]), query, lambda row: self._answer_values(row)[1:]
 
     def _needs(self) -> Table:
         """One row per answer to the needs survey: the needs named, the neighbourhood given."""

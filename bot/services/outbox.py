@@ -135,6 +135,34 @@ class Outbox:
                 for r in rows
             ]
 
+    async def renew(self, message_id: int, *, broadcast_sending: bool = False) -> bool:
+        """Extend this worker's lease on a row just before sending it.
+
+        False when the row is no longer held by this worker (its lease ran out and another
+        worker claimed it, or it was finished), or, with `broadcast_sending`, when its
+        broadcast is no longer being sent (stopped, possibly by another instance): the
+        caller must then not send it.
+        """
+        conditions = [
+            OutboxMessage.id == message_id,
+            OutboxMessage.claimed_by == self.worker_id,
+            OutboxMessage.status == OutboxStatus.PENDING,
+        ]
+        if broadcast_sending:
+            conditions.append(
+                OutboxMessage.broadcast_id.in_(
+                    select(Broadcast.id).where(Broadcast.status == BroadcastStatus.SENDING)
+                )
+            )
+        async with self._db.write() as session:
+            result = await session.execute(
+                update(OutboxMessage)
+                .where(*conditions)
+                .values(claimed_until=self._clock.now() + LEASE)
+                .execution_options(synchronize_session=False)
+            )
+            return result.rowcount == 1
+
     async def _finish(self, message_id: int, **values: Any) -> bool:
         """Update a row this worker still holds; False if its lease was lost meanwhile."""
         async with self._db.write() as session:

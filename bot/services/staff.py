@@ -7,7 +7,6 @@ The first roles come from the STAFF setting; after that, coordinators give and t
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -209,8 +208,3 @@ async def _record(
             created_at=now,
         )
     )
-
-
-def pseudonym(telegram_id: int) -> str:
-    """A stable stand-in for a Telegram id in logs: refusals and changes, no personal data."""
-    return hashlib.sha256(str(telegram_id).encode()).hexdigest()[:12]

@@ -355,9 +355,9 @@ class WorkshopAdmin:
             )
             if changed.rowcount != 1:
                 return EditResult(EditOutcome.CLOSED)
-            notified = await self._notify(
-                session, workshop_id, Change.TIME, time_stamp(starts_at), now
-            )
+            # The change time makes a move back to an earlier start a new change, told again.
+            stamp = f"{time_stamp(starts_at)}:{now:%Y%m%d%H%M%S}"
+            notified = await self._notify(session, workshop_id, Change.TIME, stamp, now)
             return EditResult(EditOutcome.DONE, notified=notified)
 
     async def change_venue(self, workshop_id: int, venue_id: int) -> EditResult:
@@ -422,7 +422,10 @@ class WorkshopAdmin:
     async def _notify(
         self, session: AsyncSession, workshop_id: int, change: Change, stamp: str, now: datetime
     ) -> int:
-        """One notice per person registered or waitlisted who can be reached on Telegram."""
+        """One notice per person registered or waitlisted who can be reached on Telegram.
+
+        Returns how many notices were queued (a notice already queued is not counted).
+        """
         people = (
             await session.execute(
                 select(Registration.id, Registration.resident_id)
@@ -437,7 +440,7 @@ class WorkshopAdmin:
         if not people:
             return 0
         insert = sqlite_insert if self._db.is_sqlite else pg_insert
-        await session.execute(
+        queued = await session.execute(
             insert(OutboxMessage)
             .values(
                 [
@@ -458,8 +461,9 @@ class WorkshopAdmin:
                 ]
             )
             .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .returning(OutboxMessage.id)
         )
-        return len(people)
+        return len(queued.all())
 
 
 @dataclass(frozen=True)
