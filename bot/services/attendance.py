@@ -18,7 +18,8 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
-from bot.services.reminders import Visit, queue_once, to_visit, visit_query
+from bot.services.outbox import queue_once
+from bot.services.reminders import Visit, to_visit, visit_query
 from storage.db import Database
 from storage.models import (
     AttendanceSource,

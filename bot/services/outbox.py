@@ -23,6 +23,7 @@ from storage.db import Database
 from storage.models import Broadcast, BroadcastStatus, OutboxMessage, OutboxStatus, Resident
 
 LEASE = timedelta(minutes=2)
+ID_BATCH = 500  # keys per IN (...) list, well under the drivers' parameter limits
 MAX_ATTEMPTS = 5
 
 
@@ -37,6 +38,29 @@ async def enqueue_once(session: AsyncSession, **values: Any) -> bool:
         .returning(OutboxMessage.id)
     )
     return inserted.scalar_one_or_none() is not None
+
+
+async def queue_once(session: AsyncSession, rows: dict[str, dict]) -> list[str]:
+    """Insert outbox rows (by dedupe key) that are not there yet; returns the keys of those
+    inserted pending (to be sent).
+
+    Keys already present are looked up first so that a sweep re-run every minute writes
+    nothing; the insert still ignores conflicts, for another instance sweeping at once.
+    """
+    rows = dict(rows)
+    keys = list(rows)
+    for start in range(0, len(keys), ID_BATCH):
+        batch = keys[start : start + ID_BATCH]
+        found = await session.scalars(
+            select(OutboxMessage.dedupe_key).where(OutboxMessage.dedupe_key.in_(batch))
+        )
+        for key in found:
+            rows.pop(key or "", None)
+    queued = []
+    for key in sorted(rows):
+        if await enqueue_once(session, **rows[key]) and rows[key]["status"] == OutboxStatus.PENDING:
+            queued.append(key)
+    return queued
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
-from bot.services.outbox import enqueue_once
+from bot.services.outbox import ID_BATCH, queue_once
 from storage.db import Database
 from storage.models import (
     OutboxMessage,
@@ -51,7 +51,6 @@ QUIET_MARGIN = timedelta(minutes=5)
 # catch-up after downtime, which waits for the end of quiet hours.
 LATE_GRACE = timedelta(minutes=15)
 SUPERSEDED = "superseded by a more recent reminder"
-_BATCH = 500  # rows per statement, well under the drivers' parameter limits
 
 
 @dataclass(frozen=True)
@@ -320,36 +319,13 @@ async def _live_visit(
     ).one_or_none()
 
 
-async def queue_once(session: AsyncSession, rows: dict[str, dict]) -> list[str]:
-    """Insert outbox rows (by dedupe key) that are not there yet; returns the keys of those
-    inserted pending (to be sent).
-
-    Keys already present are looked up first so that a sweep re-run every minute writes
-    nothing; the insert still ignores conflicts, for another instance sweeping at once.
-    """
-    rows = dict(rows)
-    keys = list(rows)
-    for start in range(0, len(keys), _BATCH):
-        batch = keys[start : start + _BATCH]
-        found = await session.scalars(
-            select(OutboxMessage.dedupe_key).where(OutboxMessage.dedupe_key.in_(batch))
-        )
-        for key in found:
-            rows.pop(key or "", None)
-    queued = []
-    for key in sorted(rows):
-        if await enqueue_once(session, **rows[key]) and rows[key]["status"] == OutboxStatus.PENDING:
-            queued.append(key)
-    return queued
-
-
 async def _drop_pending(session: AsyncSession, keys: list[str], now: datetime) -> None:
     """Drop the reminders of `keys` still waiting to be sent and not claimed by a worker."""
-    for start in range(0, len(keys), _BATCH):
+    for start in range(0, len(keys), ID_BATCH):
         await session.execute(
             update(OutboxMessage)
             .where(
-                OutboxMessage.dedupe_key.in_(keys[start : start + _BATCH]),
+                OutboxMessage.dedupe_key.in_(keys[start : start + ID_BATCH]),
                 OutboxMessage.status == OutboxStatus.PENDING,
                 or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
             )
