@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from datetime import time, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -37,6 +38,18 @@ EXPECTED = {
     "min_group_size": "a whole number of people from 1 to 100",
     "staff": "role:telegram_id pairs separated by commas, roles mediator, facilitator, coordinator",
     "channel_notices": "kinds separated by commas among registrations, cancellations, promotions, responses (or none)",
+    "retention_months": "a whole number of months from 1 to 120",
+    "free_text_retention_months": "a whole number of months from 1 to 120",
+    "privacy_notice_file": "the path of a readable YAML file of privacy notice texts per language",
+    "log_format": "text or json",
+    "webhook_listen": "an IP address to listen on, such as 127.0.0.1 or 0.0.0.0",
+    "webhook_port": "a TCP port from 1 to 65535",
+    "webhook_url": "the public https:// address Telegram posts updates to",
+    "webhook_secret": "1 to 256 characters among A-Z, a-z, 0-9, _ and -",
+    "health_port": "a TCP port from 1 to 65535, or 0 for no health endpoint in polling mode",
+    "flood_rate": "updates per second per person above 0, at most 100",
+    "flood_burst": "a whole number of updates from 1 to 1000",
+    "error_notice_interval": "a duration such as 5m",
 }
 
 
@@ -149,6 +162,27 @@ class Settings(BaseSettings):
     broadcast_rate: float = Field(default=25, gt=0, le=30)
     # Statistics: any figure about fewer people than this is shown as "< N".
     min_group_size: int = Field(default=5, ge=1, le=100)
+    # Privacy (RGPD): personal data of residents inactive this long is erased (with a notice
+    # a week before); free-text survey answers are erased after their own retention.
+    retention_months: int = Field(default=12, ge=1, le=120)
+    free_text_retention_months: int = Field(default=6, ge=1, le=120)
+    # Optional YAML file overriding the shipped privacy notice texts (controller, DPO...).
+    privacy_notice_file: Path | None = None
+    # Operations: log lines for people (text) or for a log collector (json).
+    log_format: Literal["text", "json"] = "text"
+    # Webhook mode (`capacity-bot run --webhook`): where to listen, the public URL Telegram
+    # posts to, and the secret Telegram sends back in every request's header.
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = Field(default=8080, ge=1, le=65535)
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    # The health endpoint in polling mode (in webhook mode it is served beside the webhook).
+    health_port: int = Field(default=0, ge=0, le=65535)
+    # Per-person flood control: a sustained rate and a burst allowance (token bucket).
+    flood_rate: float = Field(default=3.0, gt=0, le=100)
+    flood_burst: int = Field(default=10, ge=1, le=1000)
+    # At most one error notice to the facilitators' channel per error kind in this interval.
+    error_notice_interval: Duration = timedelta(minutes=5)
     demo_token: SecretStr = Field(default=SecretStr("123456:DEMO-TOKEN-not-a-real-one-0000"))
 
     @field_validator("bot_token", mode="before")
@@ -179,6 +213,31 @@ class Settings(BaseSettings):
         if backend not in _DRIVER_FOR:
             raise ValueError(f"unsupported database {backend!r}")
         return url.set(drivername=_DRIVER_FOR[backend]).render_as_string(hide_password=False)
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _secret_shape(cls, value: object) -> object:
+        if value in (None, ""):
+            return None
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value):
+            raise ValueError("malformed secret")  # never echo it
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _https_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not re.match(r"^https://[^\s/]+", value):
+            raise ValueError("not an https:// URL")
+        return value
+
+    @field_validator("privacy_notice_file")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("no such file")
+        return value
 
     @field_validator("timezone")
     @classmethod
