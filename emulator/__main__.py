@@ -24,6 +24,12 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument(
         "--per-chat-rate", type=float, default=None, help="messages/s in one chat (429 beyond)"
     )
+    parser.add_argument(
+        "--webhook-via",
+        default=None,
+        help="post webhook updates to this address (the reverse proxy's part), e.g. "
+        "http://127.0.0.1:8443, with the path of the URL given to setWebhook",
+    )
     return parser.parse_args()
 
 
@@ -35,6 +41,7 @@ async def serve(arguments: argparse.Namespace) -> None:
         global_rate=arguments.global_rate,
         per_chat_rate=arguments.per_chat_rate,
         bot_username=arguments.bot_username,
+        webhook_via=arguments.webhook_via,
     )
     await emulator.start()
     print(f"Bot API emulator: base_url={emulator.base_url}  token={emulator.token}", flush=True)

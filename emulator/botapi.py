@@ -441,23 +441,36 @@ class BotApi:
         return await self.state.get_updates(params.integer("offset"), limit, timeout)
 
     async def set_webhook(self, params: Params) -> Result:
+        url = params.text("url") or ""
+        secret = params.text("secret_token")
+        if url and not url.startswith("https://"):
+            raise bad_request("bad webhook: An HTTPS URL must be provided for webhook")
+        if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
+            raise bad_request("bad webhook: secret token contains unallowed characters")
         if params.flag("drop_pending_updates"):
             self.state.updates.clear()
-        self.state.webhook_url = params.text("url") or ""
+        self.state.webhook_url = url
+        self.state.webhook_secret = secret if url else None
+        self.state.webhook_last_error = None
+        self.state.updates_signal.notify()  # the pusher starts delivering at once
         return True
 
     async def delete_webhook(self, params: Params) -> Result:
         if params.flag("drop_pending_updates"):
             self.state.updates.clear()
         self.state.webhook_url = ""
+        self.state.webhook_secret = None
         return True
 
     async def get_webhook_info(self, params: Params) -> Result:
-        return {
+        info: dict[str, Any] = {
             "url": self.state.webhook_url,
             "has_custom_certificate": False,
             "pending_update_count": len(self.state.updates),
         }
+        if self.state.webhook_last_error is not None:
+            info["last_error_date"], info["last_error_message"] = self.state.webhook_last_error
+        return info
 
     @staticmethod
     def _commands_key(params: Params) -> tuple[str, str]:

@@ -298,6 +298,11 @@ class EmulatorClient:
         body = {"on": on, "seconds": seconds, "drop_connections": drop_connections}
         await self.call("POST", "/unreachable", json=body)
 
+    async def set_webhook_via(self, via: str | None) -> None:
+        """Webhook requests go to ``via`` (with the registered URL's path) instead of the
+        registered public URL: the emulator plays the reverse proxy in front of the bot."""
+        await self.call("POST", "/webhook", json={"via": via})
+
     async def commands(self, scope: str = "default", language_code: str = "") -> list[dict]:
         """The bot's commands for a scope: "default", "all_private_chats", "all_group_chats",
         "all_chat_administrators", "chat:<id>", "chat_administrators:<id>",
@@ -510,16 +515,17 @@ class SimulatedUser(ChatView):
         """Makes the user known without writing, as if they had started the bot earlier."""
         await self.client.register(self)
 
-    async def block(self) -> None:
-        """Blocks the bot: sends to this user now fail with 403 Forbidden."""
-        await self._set_blocked(True)
+    async def block(self, *, notify: bool = True) -> None:
+        """Blocks the bot: sends to this user now fail with 403 Forbidden. The bot is told
+        with a my_chat_member update, unless notify=False (the update was lost)."""
+        await self._set_blocked(True, notify)
 
     async def unblock(self) -> None:
-        await self._set_blocked(False)
+        await self._set_blocked(False, True)
 
-    async def _set_blocked(self, blocked: bool) -> None:
+    async def _set_blocked(self, blocked: bool, notify: bool) -> None:
         answer = await self.client.call(
-            "POST", f"/users/{self.user_id}/block", json={"blocked": blocked}
+            "POST", f"/users/{self.user_id}/block", json={"blocked": blocked, "notify": notify}
         )
         self._observe(answer["seq"])
 

@@ -7,6 +7,7 @@ from aiohttp import web
 from emulator.botapi import BotApi
 from emulator.side import SideApi
 from emulator.state import EmulatorState
+from emulator.webhook import WebhookPusher
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # Telegram's limit for bots' documents
 
@@ -30,6 +31,7 @@ class BotApiEmulator:
         bot_name: str = "Capacity Test Bot",
         history_limit: int = 10_000,
         event_log_limit: int = 200_000,
+        webhook_via: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -42,7 +44,9 @@ class BotApiEmulator:
             history_limit=history_limit,
             event_log_limit=event_log_limit,
         )
+        self.state.webhook_via = webhook_via
         self._runner: web.AppRunner | None = None
+        self._webhook = WebhookPusher(self.state)
 
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_UPLOAD_BYTES)
@@ -60,12 +64,14 @@ class BotApiEmulator:
         await site.start()
         self._runner = runner
         self.port = runner.addresses[0][1]  # the one the system picked when port was 0
+        self._webhook.start()
 
     async def stop(self) -> None:
         """Releases pending long polls at once, then closes the server."""
         if self._runner is None:
             return
         self.state.close()
+        await self._webhook.stop()
         await self._runner.cleanup()
         self._runner = None
 

@@ -84,6 +84,7 @@ class SideApi:
             web.post(f"{prefix}/reset", self.reset),
             web.post(f"{prefix}/faults", self.fail_next),
             web.post(f"{prefix}/unreachable", self.unreachable),
+            web.post(f"{prefix}/webhook", self.webhook),
             web.get(f"{prefix}/commands", self.commands),
             web.get(f"{prefix}/events", self.events),
             web.get(f"{prefix}/files/{{file_id}}", self.download),
@@ -157,6 +158,19 @@ class SideApi:
         )
         return web.json_response({"ok": True})
 
+    async def webhook(self, request: web.Request) -> web.Response:
+        """Where webhook requests really go (the reverse proxy in front of the bot):
+        ``{"via": "http://127.0.0.1:8443"}``, or null to post to the registered URL."""
+        via = (await _body(request)).get("via")
+        if via is not None and not (
+            isinstance(via, str) and via.startswith(("http://", "https://"))
+        ):
+            raise SideError(400, "via is an http(s) address, or null")
+        self.state.webhook_via = via
+        return web.json_response(
+            {"via": via, "url": self.state.webhook_url, "pending": len(self.state.updates)}
+        )
+
     async def commands(self, request: web.Request) -> web.Response:
         key = (request.query.get("scope", "default"), request.query.get("language_code", ""))
         return web.json_response(self.state.commands.get(key, []))
@@ -182,9 +196,12 @@ class SideApi:
         return web.json_response({"ok": True, "users": len(self.state.users)})
 
     async def block(self, request: web.Request) -> web.Response:
-        blocked = bool((await _body(request)).get("blocked", True))
+        body = await _body(request)
+        blocked = bool(body.get("blocked", True))
         try:
-            event = self.state.set_blocked(_int_arg(request, "user_id"), blocked)
+            event = self.state.set_blocked(
+                _int_arg(request, "user_id"), blocked, notify=bool(body.get("notify", True))
+            )
         except LookupError as exc:
             raise SideError(404, str(exc)) from exc
         return web.json_response({"seq": event.seq})

@@ -199,6 +199,7 @@ class Stats:
     rate_limited: int = 0  # 429s from the flood limits (injected ones not included)
     injected_failures: int = 0
     sends: Counter[str] = field(default_factory=Counter)  # accepted sends and edits
+    webhook_deliveries: int = 0  # updates the bot's webhook accepted
 
 
 class EmulatorState:
@@ -236,6 +237,8 @@ class EmulatorState:
         self.next_update_id = 1  # like seq, survives resets: the bot's offset stays valid
         self.events_signal = Signal()
         self.updates_signal = Signal()
+        # Where webhook requests really go (the reverse proxy's part), see emulator/webhook.py.
+        self.webhook_via: str | None = None
         self._new_world()
 
     def _new_world(self) -> None:
@@ -250,6 +253,8 @@ class EmulatorState:
         self.next_callback_query_id = 4_000_000_000_000_000_001
         self.commands: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.webhook_url = ""
+        self.webhook_secret: str | None = None
+        self.webhook_last_error: tuple[int, str] | None = None  # (unix time, message)
         self.stats = Stats()
         self.traffic = TrafficLog()
 
@@ -572,8 +577,10 @@ class EmulatorState:
         )
         return query_id, event
 
-    def set_blocked(self, user_id: int, blocked: bool) -> Event:
-        """Blocks or unblocks the bot; Telegram tells the bot with a my_chat_member update."""
+    def set_blocked(self, user_id: int, blocked: bool, *, notify: bool = True) -> Event:
+        """Blocks or unblocks the bot; Telegram tells the bot with a my_chat_member update
+        (notify=False: the update is lost, as when it expired after Telegram's 24 hours while
+        the bot was down, so the bot learns of the block from a 403 only)."""
         chat = self.chats.get(user_id)
         user = self.users.get(user_id)
         if chat is None or user is None:
@@ -582,16 +589,17 @@ class EmulatorState:
         member = {"user": self.bot_user, "status": "member"}
         kicked = {"user": self.bot_user, "status": "kicked", "until_date": 0}
         old, new = (member, kicked) if blocked else (kicked, member)
-        self.push_update(
-            "my_chat_member",
-            {
-                "chat": chat.info,
-                "from": user,
-                "date": int(time.time()),
-                "old_chat_member": old,
-                "new_chat_member": new,
-            },
-        )
+        if notify:
+            self.push_update(
+                "my_chat_member",
+                {
+                    "chat": chat.info,
+                    "from": user,
+                    "date": int(time.time()),
+                    "old_chat_member": old,
+                    "new_chat_member": new,
+                },
+            )
         return self.record_event(chat, "block" if blocked else "unblock", "user")
 
     # -- reports ---------------------------------------------------------------------------
@@ -612,6 +620,7 @@ class EmulatorState:
             "global_rate": self.global_limit.rate if self.global_limit else None,
             "per_chat_rate": self.per_chat_limit.rate if self.per_chat_limit else None,
             "pending_updates": len(self.updates),
+            "webhook_deliveries": stats.webhook_deliveries,
             "chats": len(self.chats),
             "users": len(self.users),
             "last_seq": self.seq,
