@@ -19,6 +19,7 @@ from bot.delivery import kick_delivery
 from bot.services.registration import CancelOutcome, RegisterOutcome
 from handlers import views
 from handlers.common import Reply, pressed_button
+from handlers.privacy import ask_withdraw
 from handlers.surveys import after_registration
 
 log = logging.getLogger(__name__)
@@ -74,12 +75,6 @@ async def help_command(update: Update, context: BotContext) -> None:
     await r.send(r.t("help.text"), keyboard)
 
 
-async def privacy_command(update: Update, context: BotContext) -> None:
-    """/privacy: the full privacy notice."""
-    r = await Reply.for_update(update, context)
-    await r.send(r.t("privacy.full"))
-
-
 async def free_text(update: Update, context: BotContext) -> None:
     """Text that is not a command: a friendly nudge towards the buttons, never silence."""
     r = await Reply.for_update(update, context)
@@ -113,6 +108,11 @@ async def on_button(update: Update, context: BotContext) -> None:
 async def _consent(r: Reply, cb: Callback) -> None:
     if cb.int_arg(0) == 0:
         await r.toast()
+        if r.consented:
+            # "No thanks" on an old prompt from someone who had agreed: "I have kept nothing
+            # about you" would not be true; ask, as /privacy's withdraw button does.
+            await ask_withdraw(r)
+            return
         await r.show(r.t("consent.declined"))
         return
     user = r.update.effective_user if r.update else None
@@ -311,7 +311,6 @@ def resident_handlers() -> list[BaseHandler]:
         CommandHandler("mine", mine_command, filters=PRIVATE),
         CommandHandler("language", language_command, filters=PRIVATE),
         CommandHandler("help", help_command, filters=PRIVATE),
-        CommandHandler("privacy", privacy_command, filters=PRIVATE),
         CallbackQueryHandler(on_button),
         MessageHandler(PRIVATE & filters.COMMAND, unknown_command),
         MessageHandler(PRIVATE & ~filters.COMMAND & ~filters.UpdateType.EDITED, free_text),

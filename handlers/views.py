@@ -41,7 +41,8 @@ def consent_prompt(r: Reply) -> tuple[str, Keyboard]:
             if code != r.language
         ],
     ]
-    return r.t("start.welcome") + "\n\n" + r.t("privacy.short"), keyboard
+    months = r.p("privacy.months", r.context.services.settings.retention_months)
+    return r.t("start.welcome") + "\n\n" + r.t("privacy.short", months=Html(months)), keyboard
 
 
 def language_choice(r: Reply) -> tuple[str, Keyboard]:

@@ -220,7 +220,14 @@ class Resident(Base):
     enrolled_by: Mapped[int | None] = mapped_column(BigInteger)
     claim_code: Mapped[str | None] = mapped_column(String(16), unique=True)
     created_at: Mapped[datetime]
+    # The retention clock (RGPD): the last interaction, written at most about once an hour.
     last_seen_at: Mapped[datetime | None]
+    # When the person was told they will be erased in a week unless they come back; cleared
+    # by any interaction (bot/services/retention.py).
+    retention_notice_at: Mapped[datetime | None] = mapped_column(index=True)
+    # Set when the person was erased (/forget or retention): the row is then an anonymous
+    # tombstone that keeps past registrations and attendance countable, nothing personal.
+    erased_at: Mapped[datetime | None]
 
 
 class ConsentEvent(Base):

@@ -270,6 +270,8 @@ async def test_command_menus_in_every_language(world: World, bot: None) -> None:
         "language",
         "help",
         "privacy",
+        "mydata",
+        "forget",
         "claim",
     ]
     assert default[1]["description"] == "Voir les ateliers"

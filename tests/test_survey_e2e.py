@@ -308,7 +308,8 @@ async def test_invitations_to_people_who_left_are_dropped(world: World) -> None:
                 )
             ).all()
         )
-    assert statuses == {4001: "sent", 4002: "dropped", 4003: "dropped"}
+    # Without consent, nobody is invited at all (issue 5); a blocked person's row is dropped.
+    assert statuses == {4001: "sent", 4003: "dropped"}
 
 
 async def answered_poll(world: World, workshop: int, people: range, comment_size: int) -> None:

@@ -6,6 +6,8 @@ pseudonym: an HMAC-SHA256 of the resident id with a key derived from the bot tok
 12 hex characters. It is the same in every export (rows of one person can be followed from
 file to file) and cannot be turned back into the person without the token. No Telegram id,
 name or phone number is ever written; anonymous survey answers have no person column at all.
+The past registrations of an erased resident (/forget, retention) say "erased" instead of a
+pseudonym, so that an older export cannot be linked to them.
 
 Rows are streamed from the database in chunks and written to a temporary folder, so an
 export never holds a whole table in memory; the caller sends the files and removes the folder.
@@ -34,6 +36,7 @@ from bot.services.stats import NEEDS
 from storage.db import Database
 from storage.models import (
     Registration,
+    Resident,
     SurveyAnswer,
     SurveyAnswerSet,
     SurveyRun,
@@ -46,6 +49,8 @@ from storage.models import (
 CHUNK = 2_000
 PSEUDONYM_CHARS = 12
 BOM = "\ufeff"
+# The person column of an erased resident's past registrations (kept for the figures).
+ERASED = "erased"
 
 
 @dataclass(frozen=True)
@@ -231,6 +236,7 @@ class ExportService:
                 Registration.id,
                 Workshop.key,
                 Registration.resident_id,
+                Resident.erased_at,
                 Registration.status,
                 Registration.created_at,
                 Registration.confirmed_at,
@@ -241,17 +247,20 @@ class ExportService:
                 Registration.attendance_source,
             )
             .join(Workshop, Workshop.id == Registration.workshop_id)
+            .join(Resident, Resident.id == Registration.resident_id)
             .order_by(Registration.id),
             facilitator_id,
         )
 
         def shape(row: Any) -> list[Any]:
             # Unpacked by position: much cheaper than attribute access at 100,000 rows.
-            registration, workshop, resident, status, *moments, attended, source = row
+            registration, workshop, resident, erased_at, status, *moments, attended, source = row
             return [
                 registration,
                 workshop,
-                self.pseudonyms.of(resident),
+                # An erased person's past places are still counted, but under no pseudonym:
+                # the one of older exports would link them to the anonymous record.
+                ERASED if erased_at is not None else self.pseudonyms.of(resident),
                 status,
                 *map(self._when, moments),
                 "yes" if attended else "no",

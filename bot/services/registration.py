@@ -94,7 +94,9 @@ class RegistrationService:
     async def _register(self, telegram_id: int, workshop_id: int) -> RegisterResult:
         now = self._clock.now()
         async with self._db.write() as session:
-            resident_id = await consenting_resident(session, telegram_id)
+            # Locked (FOR SHARE) until the commit: an erasure or a withdrawal in another
+            # instance waits for this place to exist (and then gives it up), or wins first.
+            resident_id = await consenting_resident(session, telegram_id, lock=True)
             if resident_id is None:
                 return RegisterResult(RegisterOutcome.NO_CONSENT)
             workshop = (
@@ -148,36 +150,47 @@ class RegistrationService:
             ).one()
             if starts_at <= now and status == WorkshopStatus.SCHEDULED:
                 return CancelResult(CancelOutcome.STARTED)
-            changed = await session.execute(
-                update(Registration)
-                .where(
-                    Registration.id == registration.id, Registration.status == registration.status
-                )
-                .values(
-                    status=RegistrationStatus.CANCELLED, cancelled_at=now, waitlist_position=None
-                )
+            return await self.cancel_place(
+                session, registration.id, registration.status, workshop_id, status, now
             )
-            if changed.rowcount != 1:
-                return CancelResult(CancelOutcome.NOT_REGISTERED)
-            was_waitlisted = registration.status == RegistrationStatus.WAITLISTED
-            promoted = None
-            if not was_waitlisted:
-                await release_seat(session, workshop_id)
-                if status == WorkshopStatus.SCHEDULED:
-                    promoted = await promote_from_waitlist(session, workshop_id, now)
-            if self._channel is not None:
-                await self._channel.cancelled(
-                    session,
-                    registration.id,
-                    was_waitlisted=was_waitlisted,
-                    promoted_resident_id=promoted,
-                    now=now,
-                )
-            return CancelResult(
-                CancelOutcome.CANCELLED,
+
+    async def cancel_place(
+        self,
+        session: AsyncSession,
+        registration_id: int,
+        registration_status: str,
+        workshop_id: int,
+        workshop_status: str,
+        now: datetime,
+    ) -> CancelResult:
+        """Cancel one live place in the caller's transaction: free the seat, promote the first
+        person waiting, tell the channel. Also used by erasure (bot/services/privacy.py)."""
+        changed = await session.execute(
+            update(Registration)
+            .where(Registration.id == registration_id, Registration.status == registration_status)
+            .values(status=RegistrationStatus.CANCELLED, cancelled_at=now, waitlist_position=None)
+        )
+        if changed.rowcount != 1:
+            return CancelResult(CancelOutcome.NOT_REGISTERED)
+        was_waitlisted = registration_status == RegistrationStatus.WAITLISTED
+        promoted = None
+        if not was_waitlisted:
+            await release_seat(session, workshop_id)
+            if workshop_status == WorkshopStatus.SCHEDULED:
+                promoted = await promote_from_waitlist(session, workshop_id, now)
+        if self._channel is not None:
+            await self._channel.cancelled(
+                session,
+                registration_id,
                 was_waitlisted=was_waitlisted,
                 promoted_resident_id=promoted,
+                now=now,
             )
+        return CancelResult(
+            CancelOutcome.CANCELLED,
+            was_waitlisted=was_waitlisted,
+            promoted_resident_id=promoted,
+        )
 
     async def my_places(self, telegram_id: int) -> list[MyPlace]:
         """The person's upcoming seats and waitlist places, soonest first."""
@@ -217,13 +230,24 @@ class RegistrationService:
             ]
 
 
-async def consenting_resident(session: AsyncSession, telegram_id: int) -> int | None:
-    """The id of the resident behind a Telegram id, if they gave their consent."""
-    return await session.scalar(
-        select(Resident.id).where(
-            Resident.telegram_id == telegram_id, Resident.consented_at.is_not(None)
-        )
+async def consenting_resident(
+    session: AsyncSession, telegram_id: int, *, lock: bool = False
+) -> int | None:
+    """The id of the resident behind a Telegram id, if they gave their consent.
+
+    With `lock`, the row is read FOR SHARE on PostgreSQL, so that it cannot be erased or
+    lose its consent before the caller commits: the foreign key check of an INSERT only
+    takes KEY SHARE, which an erasure's UPDATE does not wait for. (SQLite ignores it: its
+    writers are serialised already.)
+    """
+    query = select(Resident.id).where(
+        Resident.telegram_id == telegram_id,
+        Resident.consented_at.is_not(None),
+        Resident.erased_at.is_(None),
     )
+    if lock:
+        query = query.with_for_update(read=True)
+    return await session.scalar(query)
 
 
 async def _live_place(
@@ -322,9 +346,14 @@ async def promote_from_waitlist(
     first = (
         await session.execute(
             select(Registration.id, Registration.resident_id)
+            .join(Resident, Resident.id == Registration.resident_id)
             .where(
                 Registration.workshop_id == workshop_id,
                 Registration.status == RegistrationStatus.WAITLISTED,
+                # Defensive: withdrawal and erasure give up waitlist places; someone who
+                # would not be told must never be given a seat silently.
+                Resident.consented_at.is_not(None),
+                Resident.erased_at.is_(None),
             )
             .order_by(Registration.waitlist_position)
             .limit(1)

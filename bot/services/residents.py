@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, case, or_, select, true, update
 
 from bot.clock import Clock
 from storage.db import Database
@@ -12,6 +14,10 @@ from storage.models import ConsentEvent, Resident
 
 # Bumped when the privacy notice changes in substance, so consent history says what was agreed.
 NOTICE_VERSION = "2026-11"
+# last_seen_at is the retention clock: it is written at most this often per person, so that an
+# ordinary tap costs no write (a retention notice only goes to people away for months, so the
+# first tap after it always writes, and clears it).
+SEEN_PRECISION = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,56 @@ class ResidentService:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
+        # Telegram id -> when this process last recorded them as seen (bounded below).
+        self._seen: dict[int, datetime] = {}
+
+    async def seen(self, telegram_id: int, *, private: bool = True) -> None:
+        """Any interaction: move the retention clock and cancel a pending retention notice.
+
+        A private update also proves the person can be written to again (marked unreachable
+        after a 403, they came back): a consenting resident becomes reachable.
+
+        One conditional UPDATE, at most about once per SEEN_PRECISION per person and process
+        (it matches nothing for someone who is not a resident). The time is remembered only
+        once the write succeeded, so that a failed write is retried at the next update.
+        """
+        now = self._clock.now()
+        last = self._seen.get(telegram_id)
+        if last is not None and now - SEEN_PRECISION < last <= now:
+            return
+        may_write_to = and_(Resident.consented_at.is_not(None), Resident.erased_at.is_(None))
+        values: dict[str, Any] = {"last_seen_at": now, "retention_notice_at": None}
+        stale = [
+            Resident.last_seen_at.is_(None),
+            Resident.last_seen_at < now - SEEN_PRECISION,
+            Resident.last_seen_at > now,
+            Resident.retention_notice_at.is_not(None),
+        ]
+        if private:
+            values["is_active"] = case((may_write_to, true()), else_=Resident.is_active)
+            stale.append(and_(Resident.is_active.is_(False), may_write_to))
+        async with self._db.write() as session:
+            await session.execute(
+                update(Resident)
+                .where(Resident.telegram_id == telegram_id, or_(*stale))
+                .values(values)
+                .execution_options(synchronize_session=False)
+            )
+        if len(self._seen) > 10_000:
+            self._seen.clear()
+        self._seen[telegram_id] = now
+
+    async def set_reachable(self, telegram_id: int, reachable: bool) -> None:
+        """Telegram said the person blocked the bot (False) or unblocked it (True).
+
+        Not an interaction: it does not move the retention clock.
+        """
+        async with self._db.write() as session:
+            await session.execute(
+                update(Resident)
+                .where(Resident.telegram_id == telegram_id, Resident.is_active != reachable)
+                .values(is_active=reachable)
+            )
 
     async def profile(self, telegram_id: int) -> ResidentProfile | None:
         async with self._db.read() as session:

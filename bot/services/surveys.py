@@ -675,10 +675,13 @@ class SurveyService:
                     literal(now, UTCDateTime()),
                 )
                 .join(Registration, Registration.workshop_id == SurveyRun.workshop_id)
+                .join(Resident, Resident.id == Registration.resident_id)
                 .where(
                     SurveyRun.survey_key == survey_key,
                     SurveyRun.closes_at > now,
                     Registration.attended_at.is_not(None),
+                    # Not people who withdrew their consent, nor erased ones (tombstones).
+                    Resident.consented_at.is_not(None),
                 )
                 .distinct()
             )
