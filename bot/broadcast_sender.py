@@ -46,6 +46,7 @@ from bot.services.broadcasts import (
     Progress,
 )
 from bot.services.outbox import ClaimedMessage
+from bot.telegram_request import single_attempt
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +246,9 @@ class BroadcastSender:
         self.pace.started(loop.time())
         self._last_to_chat[message.chat_id] = loop.time()
         try:
-            for send in sends:
-                await getattr(context.bot, send.method)(message.chat_id, **send.kwargs)
+            with single_attempt():  # the row's own retries below are the only ones
+                for send in sends:
+                    await getattr(context.bot, send.method)(message.chat_id, **send.kwargs)
         except RetryAfter as exc:
             delay = exc.retry_after
             seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)

@@ -1,9 +1,12 @@
 """Delivery of the outbox: a periodic JobQueue job, also kicked right after an enqueue.
 
 The job claims due rows, renders each in its recipient's language at send time, sends it and
-marks it sent only once Telegram accepted it. Telegram's answer decides the rest: 403 drops
-the row and marks the person unreachable, 429 postpones it by `retry_after`, a 400 fails it
-for good, network errors and 5xx retry it with backoff, a bounded number of times.
+marks it sent only once Telegram accepted it. The claim's lease is renewed just before each
+row's sends, since a batch may outlast OUTBOX_LEASE: a row whose lease lapsed and that another
+instance claimed meanwhile is left to it, never sent twice. Telegram's answer decides the
+rest: 403 drops the row and marks the person unreachable, 429 postpones it by `retry_after`,
+a 400 fails it for good, network errors and 5xx retry it with backoff, a bounded number of
+times.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from telegram.ext import JobQueue
 
 from bot.context import BotContext
 from bot.services.outbox import ClaimedMessage
+from bot.telegram_request import single_attempt
 
 
 @dataclass(frozen=True)
@@ -69,10 +73,17 @@ async def deliver_outbox(context: BotContext) -> None:
             if not sends:
                 await outbox.drop(message.id, "no longer relevant")
                 continue
+            # The rows before this one may have taken longer than the lease: hold it again,
+            # or leave it to the instance that claimed it since.
+            if not await outbox.renew(message.id):
+                log.info("outbox %s no longer held by this instance: not sent", message.id)
+                continue
             try:
                 # A message made of several sends is retried whole: at least once, as a unit.
-                for send in sends:
-                    await getattr(context.bot, send.method)(message.chat_id, **send.kwargs)
+                # One attempt per call: the row's own retries below are the only ones.
+                with single_attempt():
+                    for send in sends:
+                        await getattr(context.bot, send.method)(message.chat_id, **send.kwargs)
             except RetryAfter as exc:
                 delay = exc.retry_after
                 seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)

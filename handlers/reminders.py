@@ -41,6 +41,8 @@ define_actions(
 CALLBACK_PATTERN = r"^1\|A[cxybk]\|"
 PLANNER_JOB = "reminder-planner"
 PLANNER_INTERVAL_S = 60.0
+# Soon after start-up, so that reminders due while the bot was down go out at once.
+PLANNER_FIRST_S = 5.0
 
 
 def when(r: Reply, starts_at: datetime, ends_at: datetime) -> Html:
@@ -227,7 +229,7 @@ async def plan_reminders(context: BotContext) -> None:
 
 def schedule_reminder_planner(job_queue: JobQueue) -> None:
     job_queue.run_repeating(
-        plan_reminders, interval=PLANNER_INTERVAL_S, first=PLANNER_INTERVAL_S, name=PLANNER_JOB
+        plan_reminders, interval=PLANNER_INTERVAL_S, first=PLANNER_FIRST_S, name=PLANNER_JOB
     )
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select
 
 from bot.clock import ManualClock
-from bot.services.outbox import LEASE, MAX_ATTEMPTS, Outbox
+from bot.delivery import Outgoing, deliver_outbox
+from bot.services.outbox import LEASE, MAX_ATTEMPTS, ClaimedMessage, Outbox
 from bot.services.residents import ResidentService
 from storage.db import Database
 from storage.models import OutboxMessage
@@ -88,3 +90,75 @@ async def test_retries_are_bounded_and_postponing_costs_no_attempt(db):
     async with db.read() as session:
         status = await session.scalar(select(OutboxMessage.status))
     assert status == "failed"
+
+
+class RecordingBot:
+    """Stands for telegram.Bot in the delivery job: records each send as (worker, text);
+    `during_send` runs inside a send (a slow one: the clock moves, another worker runs)."""
+
+    def __init__(self, worker: str, sent: list[tuple[str, str]], during_send=None) -> None:
+        self.worker, self.sent, self.during_send = worker, sent, during_send
+
+    async def send_message(self, chat_id: int, *, text: str, **_: object) -> None:
+        self.sent.append((self.worker, text))
+        if self.during_send is not None:
+            await self.during_send(len([w for w, _ in self.sent if w == self.worker]))
+
+
+async def render_row(context: object, message: ClaimedMessage) -> list[Outgoing]:
+    return [Outgoing.message(f"row {message.payload['n']}")]
+
+
+def delivery_context(db: Database, outbox: Outbox, bot: RecordingBot) -> SimpleNamespace:
+    """What deliver_outbox reads from its context: the services, its job's data, the bot."""
+    services = SimpleNamespace(outbox=outbox, residents=ResidentService(db, outbox._clock))
+    return SimpleNamespace(services=services, job=SimpleNamespace(data=render_row), bot=bot)
+
+
+async def test_a_batch_outlasting_the_lease_never_sends_a_row_twice(db, database_url):
+    """Each send takes 3 s of a 5 s lease: during the second one, the lease on the rest of
+    the batch lapses and another instance claims them. Renewed before each send, the row in
+    hand stays with its sender; the ones after it go to the other instance alone."""
+    clock = new_clock()
+    lease = timedelta(seconds=5)
+    await queue_messages(db, clock, 3)
+    other_engine = Database(database_url)
+    sent: list[tuple[str, str]] = []
+    second = Outbox(other_engine, clock, "instance-b", lease=lease)
+
+    async def slow_send(sends_so_far: int) -> None:
+        clock.advance(timedelta(seconds=3))
+        if sends_so_far == 2:  # the lease of the batch's last row ran out meanwhile
+            await deliver_outbox(delivery_context(other_engine, second, RecordingBot("b", sent)))
+
+    first = Outbox(db, clock, "instance-a", lease=lease)
+    try:
+        await deliver_outbox(delivery_context(db, first, RecordingBot("a", sent, slow_send)))
+    finally:
+        await other_engine.dispose()
+    texts = [text for _, text in sent]
+    assert sorted(texts) == ["row 0", "row 1", "row 2"]  # each once
+    assert sent == [("a", "row 0"), ("a", "row 1"), ("b", "row 2")]
+    async with db.read() as session:
+        rows = await session.execute(select(OutboxMessage.status, OutboxMessage.claimed_by))
+        assert sorted(tuple(r) for r in rows) == [
+            ("sent", "instance-a"),
+            ("sent", "instance-a"),
+            ("sent", "instance-b"),
+        ]
+
+
+async def test_releasing_claims_keeps_the_rows_being_sent(db):
+    """A stop that ran out of time releases its claims while a send is in flight: that row
+    keeps its lease (another instance sending it now would make a duplicate), the others go."""
+    clock = new_clock()
+    await queue_messages(db, clock, 3)
+    stopping, other = Outbox(db, clock, "instance-a"), Outbox(db, clock, "instance-b")
+    in_flight, *rest = await stopping.claim_due()
+    assert await stopping.renew(in_flight.id)  # just before its send
+    assert stopping.sending == {in_flight.id}
+    assert await stopping.release_claims() == 2
+    taken = await other.claim_due()
+    assert sorted(m.id for m in taken) == sorted(m.id for m in rest)  # not the one in flight
+    assert await stopping.mark_sent(in_flight.id)  # its send completes: marked, once
+    assert stopping.sending == frozenset()

@@ -22,7 +22,7 @@ from bot.clock import Clock
 from storage.db import Database
 from storage.models import Broadcast, BroadcastStatus, OutboxMessage, OutboxStatus, Resident
 
-LEASE = timedelta(minutes=2)
+LEASE = timedelta(minutes=2)  # the default of OUTBOX_LEASE
 ID_BATCH = 500  # keys per IN (...) list, well under the drivers' parameter limits
 MAX_ATTEMPTS = 5
 
@@ -78,10 +78,20 @@ class ClaimedMessage:
 
 
 class Outbox:
-    def __init__(self, db: Database, clock: Clock, worker_id: str) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, worker_id: str, *, lease: timedelta = LEASE
+    ) -> None:
+        self._lease = lease
         self._db = db
         self._clock = clock
         self.worker_id = worker_id
+        # Rows being sent: renewed just before their sends, not finished yet (see renew).
+        self._sending: set[int] = set()
+
+    @property
+    def sending(self) -> frozenset[int]:
+        """The rows this worker is sending now (release_claims keeps them)."""
+        return frozenset(self._sending)
 
     async def claim_due(self, limit: int = 50, *, broadcast: bool = False) -> list[ClaimedMessage]:
         """Claim up to `limit` due messages for this worker, oldest first.
@@ -118,7 +128,7 @@ class Outbox:
                 update(OutboxMessage)
                 .where(OutboxMessage.id.in_(ids))
                 .values(
-                    claimed_until=now + LEASE,
+                    claimed_until=now + self._lease,
                     claimed_by=self.worker_id,
                     attempts=OutboxMessage.attempts + 1,
                 )
@@ -165,7 +175,8 @@ class Outbox:
         False when the row is no longer held by this worker (its lease ran out and another
         worker claimed it, or it was finished), or, with `broadcast_sending`, when its
         broadcast is no longer being sent (stopped, possibly by another instance): the
-        caller must then not send it.
+        caller must then not send it. True marks the row as being sent until it is finished
+        (mark_sent, drop, fail, retry_later, postpone).
         """
         conditions = [
             OutboxMessage.id == message_id,
@@ -182,10 +193,13 @@ class Outbox:
             result = await session.execute(
                 update(OutboxMessage)
                 .where(*conditions)
-                .values(claimed_until=self._clock.now() + LEASE)
+                .values(claimed_until=self._clock.now() + self._lease)
                 .execution_options(synchronize_session=False)
             )
-            return result.rowcount == 1
+            renewed = result.rowcount == 1
+        if renewed:
+            self._sending.add(message_id)
+        return renewed
 
     async def _finish(self, message_id: int, **values: Any) -> bool:
         """Update a row this worker still holds; False if its lease was lost meanwhile."""
@@ -199,7 +213,9 @@ class Outbox:
                 )
                 .values(claimed_until=None, **values)
             )
-            return result.rowcount == 1
+        # Only once written: a shutdown releasing claims meanwhile still keeps this row.
+        self._sending.discard(message_id)
+        return result.rowcount == 1
 
     async def mark_sent(self, message_id: int) -> bool:
         return await self._finish(message_id, status=OutboxStatus.SENT, sent_at=self._clock.now())
@@ -227,3 +243,25 @@ class Outbox:
             not_before=self._clock.now() + delay,
             attempts=OutboxMessage.attempts - 1,
         )
+
+    async def release_claims(self) -> int:
+        """Give back the rows this worker still holds (a graceful shutdown): pending rows
+        become claimable at once by the next start or another instance, instead of after
+        their lease. Rows already sent or finished are untouched, and so are the rows being
+        sent (`sending`: a shutdown that ran out of time may leave a send in flight): another
+        instance claiming one now could send it a second time, so they keep their lease,
+        whose expiry hands them over. Returns how many rows were released."""
+        keep = self.sending
+        async with self._db.write() as session:
+            result = await session.execute(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.claimed_by == self.worker_id,
+                    OutboxMessage.status == OutboxStatus.PENDING,
+                    OutboxMessage.claimed_until.is_not(None),
+                    *([OutboxMessage.id.not_in(keep)] if keep else []),
+                )
+                .values(claimed_until=None, claimed_by=None)
+                .execution_options(synchronize_session=False)
+            )
+            return result.rowcount

@@ -1,0 +1,210 @@
+"""The Bot API request layer: Telegram's errors handled by class, below every handler's reply.
+
+`ResilientRequest` is python-telegram-bot's `HTTPXRequest` with, around each call:
+
+- every successful call recorded in the application's `BotApiHealth` (read by /health);
+- 5xx answers, network errors and timeouts retried a few times (bounded exponential backoff
+  with jitter), when a retry cannot make a duplicate the request did not already risk:
+
+  * the methods in `REPEATABLE`, whose second run changes nothing a person sees (reading,
+    editing, deleting, answering a button, setting commands), are retried after any 5xx
+    answer, network error or timeout;
+  * the other methods (sendMessage, copyMessage, sendDocument...) only when the call cannot
+    have been carried out: a connection that could not be opened (the request never left),
+    502 Bad Gateway and 503 Service Unavailable (the proxy in front of Telegram could not
+    reach it, or Telegram refused the call unprocessed). A 500 or a 504 Gateway Timeout is
+    as ambiguous as a timeout or a connection dropped after the request was sent: the
+    message may have been delivered. These are not retried: the person may ask again, and
+    the outbox has its own at-least-once rule;
+
+- a 400 logged once with the method name (never the parameters, which hold texts), and never
+  retried: the same request would be refused again;
+- a 429 waited out (its `retry_after`) and retried, only when no `AIORateLimiter` is in front
+  (`RATE_LIMIT_PER_SECOND=0`): the limiter already does it, and doing it twice would double
+  the waits. A `retry_after` longer than `MAX_RETRY_AFTER_S` is raised to the caller;
+- `getUpdates` is never retried here: python-telegram-bot's polling loop retries it with its
+  own backoff (up to 30 s), and a long poll that failed has nothing to repeat.
+
+The outbox delivery job and the broadcast sender classify Telegram's errors themselves, per
+row, with their own bounded attempts and backoff in the database. They send inside
+`single_attempt()`, so that this layer makes one attempt and raises: retries are never
+doubled. 403 is left to the callers (the error handler marks a resident who blocked the bot
+inactive; the outbox and the broadcast sender do it themselves).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import json
+import logging
+import random
+from collections.abc import Iterator
+from http import HTTPStatus
+from typing import Any
+
+import httpx
+from telegram.error import NetworkError
+from telegram.request import HTTPXRequest, RequestData
+
+from bot.health import BotApiHealth
+
+log = logging.getLogger(__name__)
+
+# Methods whose second run changes nothing a person sees: safe to repeat after a timeout.
+REPEATABLE = frozenset(
+    {
+        "getMe",
+        "getChat",
+        "getFile",
+        "getMyCommands",
+        "getWebhookInfo",
+        "setMyCommands",
+        "deleteMyCommands",
+        "setWebhook",
+        "deleteWebhook",
+        "answerCallbackQuery",
+        "editMessageText",
+        "editMessageCaption",
+        "editMessageReplyMarkup",
+        "deleteMessage",
+        "sendChatAction",
+        "leaveChat",
+    }
+)
+# Retried by python-telegram-bot's own polling loop.
+NEVER_RETRIED = frozenset({"getUpdates"})
+# Errors that mean the request never reached the server.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# 5xx answers meaning the call was not carried out: safe to repeat for every method.
+NOT_CARRIED_OUT = frozenset({HTTPStatus.BAD_GATEWAY, HTTPStatus.SERVICE_UNAVAILABLE})
+
+MAX_RETRIES = 3
+BASE_DELAY_S = 0.5
+MAX_DELAY_S = 4.0
+MAX_RETRY_AFTER_S = 30.0  # a longer 429 pause is the caller's to decide
+
+_single_attempt: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "telegram_single_attempt", default=False
+)
+
+
+@contextlib.contextmanager
+def single_attempt() -> Iterator[None]:
+    """Within this block (same task), Bot API calls are made once: errors go to the caller,
+    which retries them its own way (the outbox, the broadcast sender)."""
+    token = _single_attempt.set(True)
+    try:
+        yield
+    finally:
+        _single_attempt.reset(token)
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before retry number `attempt` (0-based): doubling, capped, with full jitter on
+    half of it so that many callers do not retry in step."""
+    delay = min(MAX_DELAY_S, BASE_DELAY_S * 2**attempt)
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+def api_method(url: str) -> str:
+    """The Bot API method of a request URL (…/bot<token>/sendMessage → sendMessage)."""
+    return url.rsplit("/", 1)[-1].split("?", 1)[0]
+
+
+def _description(payload: bytes) -> str:
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        return ""
+    return str(body.get("description", "")) if isinstance(body, dict) else ""
+
+
+def _retry_after(payload: bytes) -> float | None:
+    try:
+        body = json.loads(payload)
+        value = body["parameters"]["retry_after"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return float(value) if isinstance(value, int | float) else None
+
+
+class ResilientRequest(HTTPXRequest):
+    """HTTPXRequest that records successes and retries what is safe to retry (see module)."""
+
+    def __init__(
+        self,
+        *,
+        health: BotApiHealth | None = None,
+        retry_rate_limits: bool = False,
+        max_retries: int = MAX_RETRIES,
+        **httpx_request_options: Any,
+    ) -> None:
+        super().__init__(**httpx_request_options)
+        self.health = health
+        self.retry_rate_limits = retry_rate_limits
+        self.max_retries = max_retries
+
+    async def do_request(
+        self,
+        url: str,
+        method: str,
+        request_data: RequestData | None = None,
+        read_timeout: Any = HTTPXRequest.DEFAULT_NONE,
+        write_timeout: Any = HTTPXRequest.DEFAULT_NONE,
+        connect_timeout: Any = HTTPXRequest.DEFAULT_NONE,
+        pool_timeout: Any = HTTPXRequest.DEFAULT_NONE,
+    ) -> tuple[int, bytes]:
+        name = api_method(url)
+        retries = 0 if _single_attempt.get() or name in NEVER_RETRIED else self.max_retries
+        attempt = 0
+        while True:
+            try:
+                code, payload = await super().do_request(
+                    url,
+                    method,
+                    request_data=request_data,
+                    read_timeout=read_timeout,
+                    write_timeout=write_timeout,
+                    connect_timeout=connect_timeout,
+                    pool_timeout=pool_timeout,
+                )
+            except NetworkError as exc:  # TimedOut included
+                never_sent = isinstance(exc.__cause__, NOT_SENT)
+                if attempt >= retries or not (never_sent or name in REPEATABLE):
+                    raise
+                log.info(
+                    "Bot API %s: %s, retry %d of %d", name, type(exc).__name__, attempt + 1, retries
+                )
+                await asyncio.sleep(backoff(attempt))
+                attempt += 1
+                continue
+            if HTTPStatus.OK <= code < HTTPStatus.MULTIPLE_CHOICES:
+                if self.health is not None:
+                    self.health.record_success()
+                return code, payload
+            if (
+                code >= HTTPStatus.INTERNAL_SERVER_ERROR
+                and (name in REPEATABLE or code in NOT_CARRIED_OUT)
+                and attempt < retries
+            ):
+                log.info("Bot API %s: status %d, retry %d of %d", name, code, attempt + 1, retries)
+                await asyncio.sleep(backoff(attempt))
+                attempt += 1
+                continue
+            if code == HTTPStatus.TOO_MANY_REQUESTS and self.retry_rate_limits:
+                wait = _retry_after(payload)
+                if wait is not None and wait <= MAX_RETRY_AFTER_S and attempt < retries:
+                    log.info("Bot API %s: flood limit, waiting %.0f s", name, wait)
+                    await asyncio.sleep(wait)
+                    attempt += 1
+                    continue
+            if code == HTTPStatus.BAD_REQUEST:
+                # Telegram's description names what is wrong ("chat not found", "message is
+                # not modified"), never the parameters; those are never logged.
+                description = _description(payload)[:200]
+                level = logging.DEBUG if "not modified" in description else logging.WARNING
+                log.log(level, "Bot API %s refused the request (400): %s", name, description)
+            # Any other answer becomes python-telegram-bot's exception for its status.
+            return code, payload

@@ -1,0 +1,211 @@
+"""The request layer against the emulator's fault injection: what is retried, what is not.
+
+First the layer alone under a real telegram.Bot, then the whole bot through an outage of the
+Bot API (502s, then dropped connections): it survives and catches up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from telegram import Bot
+from telegram.error import BadRequest, NetworkError, RetryAfter
+
+from bot.health import HEALTH_KEY, BotApiHealth
+from bot.telegram_request import ResilientRequest, api_method, backoff, single_attempt
+from emulator.client import EmulatorClient
+from emulator.server import BotApiEmulator
+from tests.e2e import bot_running, settings_for
+from tests.factories import new_clock
+from tests.test_delivery_e2e import promote_while_the_bot_is_down
+
+PERSON = 4242
+TEXT = "Bonjour, votre atelier commence bientôt"
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[tuple[BotApiEmulator, EmulatorClient]]:
+    async with BotApiEmulator() as server, EmulatorClient(server.side_url) as client:
+        await client.user(PERSON, "Nadia", "fr").register()
+        yield server, client
+
+
+async def bot_on(
+    server: BotApiEmulator, health: BotApiHealth | None = None, **options: object
+) -> Bot:
+    bot = Bot(
+        server.token,
+        base_url=server.base_url,
+        request=ResilientRequest(health=health, **options),  # type: ignore[arg-type]
+    )
+    await bot.initialize()
+    return bot
+
+
+def test_backoff_doubles_up_to_a_cap_with_jitter() -> None:
+    for attempt, (low, high) in enumerate([(0.25, 0.5), (0.5, 1.0), (1.0, 2.0), (2.0, 4.0)]):
+        assert all(low <= backoff(attempt) <= high for _ in range(50))
+    assert backoff(10) <= 4.0
+    assert api_method("http://127.0.0.1:1/bot123:ABC/sendMessage") == "sendMessage"
+
+
+async def test_5xx_are_retried_and_successes_recorded(emulator, monkeypatch) -> None:
+    server, client = emulator
+    monkeypatch.setattr("bot.telegram_request.BASE_DELAY_S", 0.05)  # same shape, shorter
+    health = BotApiHealth()
+    bot = await bot_on(server, health)
+    try:
+        assert health.last_success_at is not None  # getMe at initialize
+        before = health.last_success_at
+        await client.fail_next("sendMessage", 502)
+        await client.fail_next("sendMessage", 503)
+        message = await bot.send_message(PERSON, TEXT)
+        assert message.text == TEXT
+        assert health.last_success_at > before
+        stats = await client.stats()
+        assert stats["errors"].get("502") == 1 and stats["errors"].get("503") == 1
+        assert stats["methods"]["sendMessage"] == 1
+        # Bounded: four 502s in a row (three retries) reach the caller.
+        await client.fail_next("sendMessage", 502, count=4)
+        with pytest.raises(NetworkError):
+            await bot.send_message(PERSON, TEXT)
+        assert (await client.stats())["errors"].get("502") == 5
+    finally:
+        await bot.shutdown()
+
+
+@pytest.mark.parametrize("status", [500, 504])
+async def test_an_ambiguous_5xx_repeats_reads_but_not_sends(emulator, monkeypatch, status) -> None:
+    """A 500 or a 504 may come after the message was delivered, like a timeout: a send is
+    not repeated (the caller decides), a read or an edit is."""
+    server, client = emulator
+    monkeypatch.setattr("bot.telegram_request.BASE_DELAY_S", 0.05)
+    bot = await bot_on(server)
+    try:
+        await client.fail_next("sendMessage", status)
+        with pytest.raises(NetworkError):
+            await bot.send_message(PERSON, TEXT)
+        stats = await client.stats()
+        assert stats["errors"].get(str(status)) == 1  # one attempt only
+        assert stats["methods"].get("sendMessage", 0) == 0
+        await client.fail_next("getChat", status, count=2)
+        chat = await bot.get_chat(PERSON)  # repeatable: retried
+        assert chat.id == PERSON
+        assert (await client.stats())["errors"].get(str(status)) == 3
+    finally:
+        await bot.shutdown()
+
+
+async def test_a_single_attempt_leaves_retries_to_the_caller(emulator) -> None:
+    server, client = emulator
+    bot = await bot_on(server)
+    try:
+        await client.fail_next("sendMessage", 502)
+        with single_attempt(), pytest.raises(NetworkError):
+            await bot.send_message(PERSON, TEXT)
+        assert (await client.stats())["errors"].get("502") == 1
+        await bot.send_message(PERSON, TEXT)  # outside the block: normal again
+    finally:
+        await bot.shutdown()
+
+
+async def test_a_400_is_logged_with_the_method_only_and_never_retried(emulator, caplog) -> None:
+    server, client = emulator
+    bot = await bot_on(server)
+    caplog.set_level(logging.INFO, logger="bot.telegram_request")
+    try:
+        for _ in range(2):
+            await client.fail_next("sendMessage", 400, description="Bad Request: chat not found")
+            with pytest.raises(BadRequest):
+                await bot.send_message(PERSON, TEXT)
+    finally:
+        await bot.shutdown()
+    lines = [r.getMessage() for r in caplog.records]
+    refused = "Bot API sendMessage refused the request (400): Bad Request: chat not found"
+    assert lines.count(refused) == 2  # once per call: no retry
+    assert not any(TEXT in line or str(PERSON) in line for line in lines)
+    stats = await client.stats()
+    assert stats["errors"].get("400") == 2 and stats["methods"].get("sendMessage", 0) == 0
+
+
+async def test_a_429_is_waited_out_only_without_the_rate_limiter(emulator) -> None:
+    server, client = emulator
+    loop = asyncio.get_running_loop()
+    bot = await bot_on(server, retry_rate_limits=True)
+    try:
+        await client.fail_next("sendMessage", 429, retry_after=1)
+        started = loop.time()
+        await bot.send_message(PERSON, TEXT)
+        assert loop.time() - started >= 1.0
+    finally:
+        await bot.shutdown()
+    limited = await bot_on(server, retry_rate_limits=False)  # AIORateLimiter does it then
+    try:
+        await client.fail_next("sendMessage", 429, retry_after=1)
+        with pytest.raises(RetryAfter):
+            await limited.send_message(PERSON, TEXT)
+    finally:
+        await limited.shutdown()
+
+
+async def test_a_dropped_connection_repeats_reads_but_not_sends(emulator) -> None:
+    """A send whose connection dropped may have been delivered: it is not repeated."""
+    server, client = emulator
+    bot = await bot_on(server)
+    try:
+        await client.set_unreachable(True, seconds=0.4, drop_connections=True)
+        me = await bot.get_me()  # repeatable: retried until the API is back
+        assert me.username == server.state.bot_user["username"]
+        requests = (await client.stats())["requests"]
+        await client.set_unreachable(True, seconds=5, drop_connections=True)
+        with pytest.raises(NetworkError):
+            await bot.send_message(PERSON, TEXT)
+        assert (await client.stats())["requests"] == requests + 1
+    finally:
+        await client.set_unreachable(False)
+        await bot.shutdown()
+
+
+async def wait_for_a_502(client: EmulatorClient) -> None:
+    for _ in range(200):
+        if (await client.stats())["errors"].get("502"):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("no request failed during the outage")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # about the network only
+async def test_the_bot_survives_an_outage_and_catches_up(db, database_url, emulator) -> None:
+    """502s, then dropped connections, for a few seconds: a promotion decided meanwhile is
+    delivered after, and a message written meanwhile is answered after."""
+    server, client = emulator
+    clock = new_clock()
+    settings = settings_for(server, database_url, outbox_sweep_seconds=0.2)
+    early = client.user(51, "Amine", "fr")
+    promoted = client.user(53, "Lina", "fr")
+    await promoted.register()
+    async with bot_running(settings, clock) as application:
+        health: BotApiHealth = application.bot_data[HEALTH_KEY]
+        await client.set_unreachable(True)
+        # The long poll in flight when the outage began takes this one (its answer fails)...
+        await client.user(50, "Yanis", "fr").send("/start")
+        await wait_for_a_502(client)
+        # ...then every poll fails: Telegram keeps this one until the bot can fetch it.
+        await early.send("/start")
+        await promote_while_the_bot_is_down(db, clock, [52, 53])
+        await asyncio.sleep(1.0)
+        await client.set_unreachable(True, drop_connections=True)
+        await asyncio.sleep(1.0)
+        outage_ended = health.last_success_at
+        await client.set_unreachable(False)
+        clock.advance(timedelta(minutes=1))  # the outbox's backoff has passed
+        welcome = await early.wait_message(contains="Bonjour", timeout=40)
+        notice = await promoted.wait_message(contains="Bonne nouvelle", timeout=40)
+        assert welcome is not None and "Atelier banque en ligne" in (notice.text or "")
+        assert health.last_success_at is not None and health.last_success_at > outage_ended
+    stats = await client.stats()
+    assert stats["errors"].get("502", 0) > 0
