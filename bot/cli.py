@@ -1,4 +1,4 @@
-"""The `capacity-bot` command: run, demo, migrate, import."""
+"""The `capacity-bot` command: run, demo, migrate, import, backup."""
 
 from __future__ import annotations
 
@@ -26,7 +26,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Telegram bot for the participatory workshops of a digital-inclusion programme.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("run", help="run the bot with long polling (needs BOT_TOKEN)")
+    run = commands.add_parser("run", help="run the bot, long polling by default (needs BOT_TOKEN)")
+    run.add_argument(
+        "--webhook",
+        action="store_true",
+        help="take updates through a webhook (WEBHOOK_URL, WEBHOOK_SECRET, WEBHOOK_LISTEN, "
+        "WEBHOOK_PORT) instead of long polling",
+    )
     demo = commands.add_parser(
         "demo", help="try the bot offline in this terminal (no token, no internet)"
     )
@@ -38,6 +44,15 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("migrate", help="bring the database schema up to date")
     importer = commands.add_parser("import", help="import a catalogue YAML file")
     importer.add_argument("file", type=Path, help="the catalogue file (see bot/catalogue/)")
+    backup = commands.add_parser(
+        "backup", help="write a consistent copy of the SQLite database, even while the bot runs"
+    )
+    backup.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="the backup file, or a folder for it (default: ./backups/capacity-bot-<time>.sqlite3)",
+    )
     return parser
 
 
@@ -74,21 +89,20 @@ async def _import(settings: Settings, path: Path) -> str:
     return report.summary()
 
 
-def _run(settings: Settings) -> None:
-    from telegram import Update
-
-    from bot.app import build_application
+def _run(settings: Settings, *, webhook: bool) -> int:
+    from bot.serve import check_webhook_settings, run
 
     if settings.bot_token is None:
         raise ConfigurationError(
             "BOT_TOKEN is missing; expected a token from @BotFather "
             "(to try the bot without one, run `capacity-bot demo`)"
         )
+    if webhook:
+        check_webhook_settings(settings)
     load_surveys()  # a broken survey file stops start-up before anything else
     asyncio.run(_migrate(settings))
-    application = build_application(settings)
-    log.info("starting the bot with long polling")
-    application.run_polling(allowed_updates=Update.ALL_TYPES)
+    log.info("starting the bot (%s)", "webhook" if webhook else "long polling")
+    return run(settings, webhook=webhook)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,9 +111,20 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         from bot.logs import configure_logging
 
-        configure_logging(settings.log_level, [settings.effective_token])
+        secrets = [settings.effective_token]
+        if settings.webhook_secret is not None:
+            secrets.append(settings.webhook_secret.get_secret_value())
+        configure_logging(settings.log_level, secrets, settings.log_format)
         if args.command == "run":
-            _run(settings)
+            return _run(settings, webhook=args.webhook)
+        elif args.command == "backup":
+            from bot.backup import BackupError, backup
+
+            try:
+                print(backup(settings.database_url, args.output))
+            except BackupError as exc:
+                print(f"capacity-bot: {exc}", file=sys.stderr)
+                return EXIT_CONFIG
         elif args.command == "migrate":
             asyncio.run(_migrate(settings))
             print("The database is up to date.")

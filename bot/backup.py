@@ -1,0 +1,99 @@
+"""`capacity-bot backup`: an online, consistent copy of the SQLite database.
+
+SQLite's backup API copies the database as one snapshot, safe while the bot runs (in WAL mode
+readers never block the bot's writes). The copy is written beside its final name and renamed
+only once complete and checked, so a file with the final name is always a whole backup. The
+copy is a single file (journal mode DELETE), ready to be restored by putting it in place of
+the database while the bot is stopped.
+
+PostgreSQL is backed up with its own tools (pg_dump / pg_restore, see the README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+DEFAULT_FOLDER = Path("backups")
+
+
+class BackupError(Exception):
+    """The backup could not be made; the message is one line for the operator."""
+
+
+def default_name(now: datetime) -> str:
+    return f"capacity-bot-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}.sqlite3"
+
+
+def _target(output: Path | None, now: datetime) -> Path:
+    if output is None:
+        DEFAULT_FOLDER.mkdir(parents=True, exist_ok=True)
+        return DEFAULT_FOLDER / default_name(now)
+    if output.is_dir():
+        return output / default_name(now)
+    if output.exists():
+        raise BackupError(
+            f"--output: {output} already exists; expected a new file name or a folder "
+            "(a backup never overwrites a file)"
+        )
+    if not output.parent.is_dir():
+        raise BackupError(
+            f"--output: there is no folder {output.parent}; expected an existing folder"
+        )
+    return output
+
+
+def _copy(source: Path, target: Path) -> None:
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        # Read-only: a missing file is an error rather than a new empty database.
+        src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            dst = sqlite3.connect(partial)
+            try:
+                src.backup(dst)
+                dst.execute("PRAGMA journal_mode=DELETE")
+                (verdict,) = dst.execute("PRAGMA quick_check").fetchone()
+                if verdict != "ok":
+                    raise BackupError(f"the copy failed its check ({verdict}); nothing was kept")
+            finally:
+                dst.close()
+        finally:
+            src.close()
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+async def backup_sqlite(source: Path, target: Path) -> None:
+    """The copy runs in a worker thread: sqlite3 blocks, the event loop must not."""
+    await asyncio.to_thread(_copy, source, target)
+
+
+def backup(database_url: str, output: Path | None, *, now: datetime | None = None) -> Path:
+    """Back up the database of DATABASE_URL; returns the backup file."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite":
+        raise BackupError(
+            "DATABASE_URL is a PostgreSQL database: back it up with pg_dump "
+            "(pg_dump -Fc -f capacity.dump DATABASE), see the README, Running in production"
+        )
+    if not url.database or url.database == ":memory:":
+        raise BackupError("DATABASE_URL: an in-memory database cannot be backed up")
+    source = Path(url.database)
+    if not source.is_file():
+        raise BackupError(
+            f"DATABASE_URL: there is no database file at {source}; nothing to back up"
+        )
+    target = _target(output, now or datetime.now(UTC))
+    try:
+        asyncio.run(backup_sqlite(source, target))
+    except (OSError, sqlite3.Error) as exc:
+        raise BackupError(f"the backup of {source} to {target} failed ({exc})") from None
+    return target
