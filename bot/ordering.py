@@ -8,7 +8,7 @@ person's updates one after the other.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from telegram import Update
 from telegram.ext import BaseUpdateProcessor
@@ -27,6 +27,9 @@ class PerPersonUpdateProcessor(BaseUpdateProcessor):
         self._working = asyncio.Semaphore(max_working)
         self._locks: dict[int, asyncio.Lock] = {}
         self._waiting: dict[int, int] = {}
+        # Asked on arrival (flood control, handlers/guard.py); an update it refuses skips the
+        # person's queue and the working slots: only the guard runs for it, to drop it.
+        self.admission: Callable[[object], bool] | None = None
 
     @staticmethod
     def _person_key(update: object) -> int:
@@ -38,6 +41,10 @@ class PerPersonUpdateProcessor(BaseUpdateProcessor):
         return 0
 
     async def do_process_update(self, update: object, coroutine: Awaitable[object]) -> None:
+        if self.admission is not None and not self.admission(update):
+            # A flood is dropped here, so it never piles up behind the person's own updates.
+            await coroutine
+            return
         key = self._person_key(update)
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._waiting[key] = self._waiting.get(key, 0) + 1

@@ -469,6 +469,10 @@ async def capture_text(update: Update, context: BotContext) -> None:
         return
     name, step = found
     r = await Reply.for_update(update, context)
+    if step.expired:  # forgotten for a day: this text is not an answer to it
+        await context.services.conversations.clear(user.id, name)
+        await r.send(r.t("conversation.expired", command=f"/{name}"))
+        raise ApplicationHandlerStop
     if not await enrolment.allowed(r, f"an answer to {name}", *ROLES):
         await context.services.conversations.clear(user.id, name)
         raise ApplicationHandlerStop

@@ -20,6 +20,10 @@ def settings_for(emulator: BotApiEmulator, database_url: str, **overrides: objec
         "telegram_base_url": emulator.base_url,
         "database_url": database_url,
         "rate_limit_per_second": 0,
+        # Scripted users are faster than any person: flood control (tested in
+        # test_guard_e2e.py with its own limits) must not drop their updates.
+        "flood_rate": 100,
+        "flood_burst": 1000,
     }
     values.update(overrides)
     return load_settings(**values)

@@ -109,10 +109,16 @@ class Draft:
 # ---------------------------------------------------------------- conversation state
 
 
+# A staff conversation left untouched this long is over: a text typed days later is not
+# taken for the answer to a forgotten step (the person is told the draft expired).
+CONVERSATION_KEPT_FOR = timedelta(hours=24)
+
+
 @dataclass(frozen=True)
 class Step:
     state: str
     data: dict[str, Any]
+    expired: bool = False  # untouched for CONVERSATION_KEPT_FOR: to be cleared, not continued
 
 
 class Conversations:
@@ -123,7 +129,7 @@ class Conversations:
         self._clock = clock
 
     async def current(self, user_id: int, names: tuple[str, ...]) -> tuple[str, Step] | None:
-        """The most recent open conversation among `names`, if any."""
+        """The most recent conversation among `names`, if any (its step says if it expired)."""
         async with self._db.read() as session:
             row = (
                 await session.execute(
@@ -131,6 +137,7 @@ class Conversations:
                         ConversationState.conversation,
                         ConversationState.state,
                         ConversationState.data,
+                        ConversationState.updated_at,
                     )
                     .where(
                         ConversationState.user_id == user_id,
@@ -140,11 +147,15 @@ class Conversations:
                     .limit(1)
                 )
             ).one_or_none()
-        return (row.conversation, Step(row.state, dict(row.data))) if row else None
+        if row is None:
+            return None
+        expired = row.updated_at < self._clock.now() - CONVERSATION_KEPT_FOR
+        return row.conversation, Step(row.state, dict(row.data), expired)
 
     async def get(self, user_id: int, name: str) -> Step | None:
+        """The open step of one conversation; an expired one is as good as none."""
         found = await self.current(user_id, (name,))
-        return found[1] if found else None
+        return found[1] if found and not found[1].expired else None
 
     async def set(self, user_id: int, name: str, state: str, data: dict[str, Any]) -> None:
         now = self._clock.now()
