@@ -14,6 +14,7 @@ from bot.clock import Clock, SystemClock
 from bot.context import SERVICES_KEY, BotApplication, BotContext, Services
 from bot.delivery import schedule_delivery
 from bot.errors import on_error
+from bot.health import HEALTH_KEY, BotApiHealth
 from bot.i18n import Translator
 from bot.ordering import PerPersonUpdateProcessor
 from bot.services.attendance import AttendanceService
@@ -23,9 +24,11 @@ from bot.services.enrolment import EnrolmentService
 from bot.services.exports import ExportService
 from bot.services.mediator_relay import MediatorRelay
 from bot.services.outbox import Outbox
+from bot.services.privacy import PrivacyService, load_privacy_notice
 from bot.services.registration import RegistrationService
 from bot.services.reminders import ReminderPolicy, ReminderService
 from bot.services.residents import ResidentService
+from bot.services.retention import RetentionService
 from bot.services.staff import StaffService
 from bot.services.stats import StatsService
 from bot.services.surveys import SurveyService
@@ -33,10 +36,12 @@ from bot.services.workshop_admin import Conversations, WorkshopAdmin
 from bot.services.workshops import WorkshopCatalogue
 from bot.settings import Settings
 from bot.surveys import load_surveys
+from bot.telegram_request import ResilientRequest
 from handlers import command_menus, register_handlers
 from handlers.attendance import schedule_checkin_prompts
 from handlers.broadcasts import render_broadcast, show_progress
 from handlers.notices import render_notice
+from handlers.privacy import schedule_retention
 from handlers.reminders import schedule_reminder_planner
 from handlers.staff_menus import set_staff_menus
 from handlers.surveys import schedule_survey_sweep
@@ -49,6 +54,7 @@ def build_services(settings: Settings, clock: Clock, translator: Translator) -> 
     db = Database(settings.database_url)
     worker_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     channel_notices = ChannelNotices(db, settings.admin_chat_id, settings.channel_notices)
+    registrations = RegistrationService(db, clock, channel=channel_notices)
     return Services(
         settings=settings,
         db=db,
@@ -57,8 +63,8 @@ def build_services(settings: Settings, clock: Clock, translator: Translator) -> 
         callbacks=CallbackCodec(settings.effective_token.encode()),
         residents=ResidentService(db, clock),
         catalogue=WorkshopCatalogue(db, clock),
-        registrations=RegistrationService(db, clock, channel=channel_notices),
-        outbox=Outbox(db, clock, worker_id),
+        registrations=registrations,
+        outbox=Outbox(db, clock, worker_id, lease=settings.outbox_lease),
         staff=StaffService(db, clock),
         reminders=ReminderService(
             db,
@@ -76,6 +82,18 @@ def build_services(settings: Settings, clock: Clock, translator: Translator) -> 
         enrolment=EnrolmentService(db, clock),
         stats=StatsService(db, clock, settings.tz, settings.min_group_size),
         exports=ExportService(db, settings.tz, settings.effective_token, settings.min_group_size),
+        privacy=PrivacyService(
+            db, clock, registrations, settings.tz, load_privacy_notice(settings.privacy_notice_file)
+        ),
+        retention=RetentionService(
+            db,
+            clock,
+            registrations,
+            retention_months=settings.retention_months,
+            free_text_retention_months=settings.free_text_retention_months,
+            admin_chat_id=settings.admin_chat_id,
+            tz=settings.tz,
+        ),
     )
 
 
@@ -83,6 +101,7 @@ def build_application(settings: Settings, *, clock: Clock | None = None) -> BotA
     """One Application, wired with handlers, services (opened in post_init) and jobs."""
     translator = Translator.load(settings.default_language)
     clock = clock or SystemClock()
+    load_privacy_notice(settings.privacy_notice_file)  # a bad file stops start-up in one line
 
     async def post_init(application: BotApplication) -> None:
         services = build_services(settings, clock, translator)
@@ -96,6 +115,7 @@ def build_application(settings: Settings, *, clock: Clock | None = None) -> BotA
             schedule_reminder_planner(application.job_queue)
             schedule_checkin_prompts(application.job_queue)
             schedule_survey_sweep(application.job_queue)
+            schedule_retention(application.job_queue, settings.tz)
         # Broadcasts have their own paced sender; it resumes what a restart interrupted.
         start_broadcast_sender(
             application, render_broadcast, show_progress, rate=settings.broadcast_rate
@@ -106,8 +126,26 @@ def build_application(settings: Settings, *, clock: Clock | None = None) -> BotA
         await stop_broadcast_sender(application)
         services: Services | None = application.bot_data.pop(SERVICES_KEY, None)
         if services is not None:
+            # Rows this instance claimed but did not send go back at once (not after the lease).
+            # Not those still being sent (a stop that ran out of time): released now, another
+            # instance could send them a second time; their lease hands them over instead.
+            try:
+                sending = sorted(services.outbox.sending)
+                released = await services.outbox.release_claims()
+                log.info("released %d claimed outbox rows for the next start", released)
+                if sending:
+                    log.warning(
+                        "kept outbox rows %s, still being sent: they go to another instance "
+                        "when their lease runs out, if not marked sent before",
+                        ", ".join(map(str, sending)),
+                    )
+            except Exception:  # the database may be what failed; the lease then expires
+                log.warning("could not release the claimed outbox rows", exc_info=True)
             await services.db.dispose()
 
+    health = BotApiHealth()
+    # Without AIORateLimiter (RATE_LIMIT_PER_SECOND=0), the request layer waits out a 429.
+    retry_rate_limits = settings.rate_limit_per_second == 0
     builder = (
         Application.builder()
         .token(settings.effective_token)
@@ -117,12 +155,16 @@ def build_application(settings: Settings, *, clock: Clock | None = None) -> BotA
         .concurrent_updates(PerPersonUpdateProcessor())
         .post_init(post_init)
         .post_shutdown(post_shutdown)
+        # Telegram's errors by class below every call, and the last success for /health.
+        .request(ResilientRequest(health=health, retry_rate_limits=retry_rate_limits))
+        .get_updates_request(ResilientRequest(health=health, connection_pool_size=1))
     )
     if settings.rate_limit_per_second > 0:
         builder = builder.rate_limiter(
             AIORateLimiter(overall_max_rate=settings.rate_limit_per_second, max_retries=3)
         )
     application: BotApplication = builder.build()  # type: ignore[assignment]
+    application.bot_data[HEALTH_KEY] = health
     register_handlers(application)
     application.add_error_handler(on_error)
     return application

@@ -17,9 +17,11 @@ from bot.services.enrolment import EnrolmentService
 from bot.services.exports import ExportService
 from bot.services.mediator_relay import MediatorRelay
 from bot.services.outbox import Outbox
+from bot.services.privacy import PrivacyService
 from bot.services.registration import RegistrationService
 from bot.services.reminders import ReminderService
 from bot.services.residents import ResidentService
+from bot.services.retention import RetentionService
 from bot.services.staff import StaffService
 from bot.services.stats import StatsService
 from bot.services.surveys import SurveyService
@@ -56,6 +58,8 @@ class Services:
     enrolment: EnrolmentService
     stats: StatsService
     exports: ExportService
+    privacy: PrivacyService
+    retention: RetentionService
 
     def pseudonym(self, telegram_id: int) -> str:
         """A Telegram id as it may appear in logs (keyed: not reversible without the token)."""

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from pathlib import Path
 from datetime import time, timedelta
+from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -16,6 +25,7 @@ from sqlalchemy.exc import ArgumentError
 SUPPORTED_LANGUAGES = ("fr", "en", "ar")
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/capacity-bot.sqlite3"
 _TOKEN_SHAPE = re.compile(r"^\d+:[A-Za-z0-9_-]{20,}$")
+TELEGRAM_MAX_RATE = 30  # messages per second, Telegram's bulk limit
 _DRIVER_FOR = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
 # What each setting expects, said to the operator when it is missing or malformed.
@@ -27,14 +37,14 @@ EXPECTED = {
     "default_language": "one of fr, en, ar",
     "timezone": "an IANA time zone such as Europe/Paris",
     "log_level": "one of DEBUG, INFO, WARNING, ERROR",
-    "rate_limit_per_second": "a number of messages per second from 0 (off) to 30",
+    "rate_limit_per_second": "a number of messages per second from 0 (off) to 30 (more only with TELEGRAM_BASE_URL on this machine, the emulator)",
     "outbox_sweep_seconds": "a number of seconds above 0, at most 300",
     "reminder_offsets": "durations before a workshop separated by commas, such as 24h,2h",
     "quiet_hours": "a range of local times such as 21:00-08:00, or off",
     "survey_delay": "a duration after the end of a workshop, such as 2h",
     "poll_open_for": "a duration, such as 48h",
     "follow_up_after": "a duration, such as 30d",
-    "broadcast_rate": "messages per second above 0, at most 30",
+    "broadcast_rate": "messages per second above 0, at most 30 (more only with TELEGRAM_BASE_URL on this machine, the emulator)",
     "min_group_size": "a whole number of people from 1 to 100",
     "staff": "role:telegram_id pairs separated by commas, roles mediator, facilitator, coordinator",
     "channel_notices": "kinds separated by commas among registrations, cancellations, promotions, responses (or none)",
@@ -50,11 +60,12 @@ EXPECTED = {
     "flood_rate": "updates per second per person above 0, at most 100",
     "flood_burst": "a whole number of updates from 1 to 1000",
     "error_notice_interval": "a duration such as 5m",
+    "outbox_lease": "a duration from 5s to 1h, such as 2m",
 }
 
 
-_DURATION_PART = re.compile(r"(\d+)\s*([dhm])")
-_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+_DURATION_PART = re.compile(r"(\d+)\s*([dhms])")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 STAFF_ROLES = ("mediator", "facilitator", "coordinator")
 CHANNEL_NOTICE_KINDS = ("registrations", "cancellations", "promotions", "responses")
 
@@ -120,6 +131,19 @@ def _kinds(value: object) -> object:
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
+def _is_loopback(url: object) -> bool:
+    """Whether a Bot API URL points at this machine (127.0.0.0/8, ::1 or localhost)."""
+    if not isinstance(url, str):
+        return False
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class ConfigurationError(Exception):
     """A setting is missing or malformed; the message is one line for the operator."""
 
@@ -135,7 +159,8 @@ class Settings(BaseSettings):
     timezone: str = "Europe/Paris"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Overall pace of outgoing calls (Telegram allows about 30 messages per second); 0 = off.
-    rate_limit_per_second: float = Field(default=30, ge=0, le=30)
+    # (Above 30 only against a Bot API on this machine: the emulator, for tests and benchmarks.)
+    rate_limit_per_second: float = Field(default=30, ge=0)
     # How often the outbox is swept for due messages (they are also sent at once when queued).
     outbox_sweep_seconds: float = Field(default=5.0, gt=0, le=300)
     # Reminders: how long before a workshop, and local hours when nobody is disturbed.
@@ -159,7 +184,7 @@ class Settings(BaseSettings):
         CHANNEL_NOTICE_KINDS
     )
     # Broadcasts: overall pace (Telegram allows about 30 messages per second in all).
-    broadcast_rate: float = Field(default=25, gt=0, le=30)
+    broadcast_rate: float = Field(default=25, gt=0)
     # Statistics: any figure about fewer people than this is shown as "< N".
     min_group_size: int = Field(default=5, ge=1, le=100)
     # Privacy (RGPD): personal data of residents inactive this long is erased (with a notice
@@ -181,6 +206,12 @@ class Settings(BaseSettings):
     # Per-person flood control: a sustained rate and a burst allowance (token bucket).
     flood_rate: float = Field(default=3.0, gt=0, le=100)
     flood_burst: int = Field(default=10, ge=1, le=1000)
+    # How long a claimed outbox row stays with the instance that claimed it: after a crash
+    # (kill -9, power cut) its unsent rows are picked up by any instance once this runs out.
+    # At least 5 s: the lease is renewed just before each row's sends and must outlast them,
+    # or another instance could claim a row while it is being sent and send it again; a Bot
+    # API call rarely takes a second, and python-telegram-bot gives up reading after 5 s.
+    outbox_lease: Duration = timedelta(minutes=2)
     # At most one error notice to the facilitators' channel per error kind in this interval.
     error_notice_interval: Duration = timedelta(minutes=5)
     demo_token: SecretStr = Field(default=SecretStr("123456:DEMO-TOKEN-not-a-real-one-0000"))
@@ -202,6 +233,17 @@ class Settings(BaseSettings):
             raise ValueError("not an http(s) URL")
         return value
 
+    @field_validator("rate_limit_per_second", "broadcast_rate")
+    @classmethod
+    def _telegram_limit(cls, value: float, info: ValidationInfo) -> float:
+        """Telegram takes about 30 messages per second; only the emulator may be driven faster."""
+        if value > TELEGRAM_MAX_RATE and not _is_loopback(info.data.get("telegram_base_url")):
+            raise ValueError(
+                f"above {TELEGRAM_MAX_RATE:g} messages per second, Telegram's limit; a higher "
+                "rate is allowed only when TELEGRAM_BASE_URL is a loopback address (the emulator)"
+            )
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, value: str) -> str:
@@ -213,6 +255,13 @@ class Settings(BaseSettings):
         if backend not in _DRIVER_FOR:
             raise ValueError(f"unsupported database {backend!r}")
         return url.set(drivername=_DRIVER_FOR[backend]).render_as_string(hide_password=False)
+
+    @field_validator("outbox_lease")
+    @classmethod
+    def _lease_range(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=5) <= value <= timedelta(hours=1):
+            raise ValueError("out of range")
+        return value
 
     @field_validator("webhook_secret", mode="before")
     @classmethod

@@ -10,7 +10,9 @@ from handlers import channel as _channel_renderers  # noqa: F401  (registers its
 from handlers.attendance import attendance_handlers
 from handlers.broadcasts import CAPTURE_GROUP as BROADCAST_CAPTURE_GROUP
 from handlers.broadcasts import broadcast_capture_handler, broadcast_handlers
+from handlers.guard import install_guard
 from handlers.mediator import CAPTURE_GROUP, mediator_capture_handlers, mediator_handlers
+from handlers.privacy import ACTIVITY_GROUP, activity_handler, privacy_handlers
 from handlers.reminders import reminder_handlers
 from handlers.resident import resident_handlers
 from handlers.staff_roles import staff_role_handlers
@@ -29,6 +31,8 @@ RESIDENT_COMMANDS = (
     "language",
     "help",
     "privacy",
+    "mydata",
+    "forget",
     "claim",
 )
 
@@ -54,6 +58,10 @@ STAFF_COMMANDS: dict[str, tuple[str, ...]] = {
 
 def register_handlers(application: BotApplication) -> None:
     """Wire every handler. Order matters: the first matching handler of a group wins."""
+    # First of all (group -100): foreign chats, floods and edited messages go no further.
+    install_guard(application)
+    # Every update from a person moves their retention clock (RGPD); never stops the others.
+    application.add_handler(activity_handler(), group=ACTIVITY_GROUP)
     # The message after "talk to a mediator" (group -25) comes before written survey answers
     # (group -20); handlers/mediator.py lets a survey question shown later take the text.
     application.add_handlers(mediator_capture_handlers(), group=CAPTURE_GROUP)
@@ -71,6 +79,8 @@ def register_handlers(application: BotApplication) -> None:
     # Written survey answers, before the resident's catch-all nudge; then /needs and buttons.
     application.add_handler(survey_text_handler(), group=TEXT_CAPTURE_GROUP)
     application.add_handlers(survey_handlers())
+    # /privacy, /mydata, /forget and their buttons, before the resident's catch-all button.
+    application.add_handlers(privacy_handlers())
     application.add_handlers(resident_handlers())
 
 
