@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run demo test test-sqlite lint migrate clean
+.PHONY: run demo test test-sqlite lint migrate clean bench bench-quick
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -45,6 +45,15 @@ test: $(INSTALLED)
 
 test-sqlite: $(INSTALLED)
 	$(BIN)/python -m pytest -k "not postgresql"
+
+# Benchmarks (issue 6, BENCHMARKS.md): figures and ratios against a baseline, JSON results in
+# bench/results/. They need PostgreSQL for their PostgreSQL half. bench-quick (CI, under two
+# minutes) fails only when a benchmark crashes, never on speed.
+bench: $(INSTALLED)
+	$(BIN)/python -m bench
+
+bench-quick: $(INSTALLED)
+	$(BIN)/python -m bench --quick
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
