@@ -6,7 +6,7 @@ import logging
 import socket
 import uuid
 
-from telegram.ext import AIORateLimiter, Application, ContextTypes, Defaults
+from telegram.ext import Application, ContextTypes, Defaults
 
 from bot.broadcast_sender import start_broadcast_sender, stop_broadcast_sender
 from bot.callbacks import CallbackCodec
@@ -17,6 +17,7 @@ from bot.errors import on_error
 from bot.health import HEALTH_KEY, BotApiHealth
 from bot.i18n import Translator
 from bot.ordering import PerPersonUpdateProcessor
+from bot.send_budget import SendBudget
 from bot.services.attendance import AttendanceService
 from bot.services.broadcasts import BroadcastService
 from bot.services.channel import ChannelNotices
@@ -116,7 +117,8 @@ def build_application(settings: Settings, *, clock: Clock | None = None) -> BotA
             schedule_checkin_prompts(application.job_queue)
             schedule_survey_sweep(application.job_queue)
             schedule_retention(application.job_queue, settings.tz)
-        # Broadcasts have their own paced sender; it resumes what a restart interrupted.
+        # Broadcasts have their own sender (bulk calls in the shared budget); it resumes what
+        # a restart interrupted.
         start_broadcast_sender(
             application, render_broadcast, show_progress, rate=settings.broadcast_rate
         )
@@ -144,7 +146,10 @@ def build_application(settings: Settings, *, clock: Clock | None = None) -> BotA
             await services.db.dispose()
 
     health = BotApiHealth()
-    # Without AIORateLimiter (RATE_LIMIT_PER_SECOND=0), the request layer waits out a 429.
+    # One budget decides when every message goes out: Telegram's limits overall and per chat,
+    # replies before broadcasts, a 429 pausing everything (bot/send_budget.py). With
+    # RATE_LIMIT_PER_SECOND=0 replies are not throttled and the request layer waits out a 429.
+    budget = SendBudget(settings.rate_limit_per_second, bulk_rate=settings.broadcast_rate)
     retry_rate_limits = settings.rate_limit_per_second == 0
     builder = (
         Application.builder()
@@ -158,11 +163,8 @@ def build_application(settings: Settings, *, clock: Clock | None = None) -> BotA
         # Telegram's errors by class below every call, and the last success for /health.
         .request(ResilientRequest(health=health, retry_rate_limits=retry_rate_limits))
         .get_updates_request(ResilientRequest(health=health, connection_pool_size=1))
+        .rate_limiter(budget)
     )
-    if settings.rate_limit_per_second > 0:
-        builder = builder.rate_limiter(
-            AIORateLimiter(overall_max_rate=settings.rate_limit_per_second, max_retries=3)
-        )
     application: BotApplication = builder.build()  # type: ignore[assignment]
     application.bot_data[HEALTH_KEY] = health
     register_handlers(application)

@@ -3,16 +3,16 @@
 It claims broadcast rows from the outbox in small batches (the outbox claim, with FOR UPDATE
 SKIP LOCKED on PostgreSQL), renders each at send time, and sends them one after the other:
 
-- at most `rate` messages per second overall (a pace of one send every 1/rate seconds, and
-  never more than `rate` sends whose requests started within one second after the end of an
-  earlier one: whatever the network jitter, Telegram sees at most `rate` in any second).
-  The default `BROADCAST_RATE` (25) stays below Telegram's 30/s, which leaves room for the
-  replies to people using the bot at the same time;
-- at most one message per second to one chat (two broadcasts in flight to the same person);
-- a 429 pauses the whole sender for its retry_after; the row is released without spending
+- when each message goes out is decided by the application's `SendBudget` (bot/send_budget.py,
+  the bot's rate limiter), with every other message of the bot: the sender's calls are bulk
+  calls (``rate_limit_args=BULK``), evenly spaced at no more than `rate` (BROADCAST_RATE, a
+  ceiling; by default the whole budget), one second at least after any message to the same
+  chat, and always behind the replies to people using the bot, which they never delay by
+  more than one spacing. The sender renews its hold on the row while it waits for its turn
+  (at most RENEW_AHEAD_S before the send), then sends;
+- a 429 pauses the whole budget for its retry_after; the row is released without spending
   an attempt, and so is the rest of the batch when the pause is longer than a few seconds.
-  (With PTB's AIORateLimiter in front, which retries a 429 itself after pausing every
-  request, the send just takes longer.) Just before each send the row's lease is renewed, on
+  At most a second before each send the row's lease is renewed, on
   condition that this process still holds it and its broadcast is still being sent
   (Outbox.renew): a row whose lease lapsed during a pause, and was claimed by another
   instance, or whose broadcast was stopped on another instance, is not sent. A 403 marks the
@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
@@ -38,6 +37,8 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, Tele
 
 from bot.context import BotApplication, BotContext
 from bot.delivery import JOB_NAME, Outgoing
+from bot.send_budget import BULK, SendBudget
+from bot.send_budget import Pace as Pace  # the bulk pace, now the budget's (re-exported)
 from bot.services.broadcasts import (
     BLOCKED,
     OPTED_OUT,
@@ -45,7 +46,7 @@ from bot.services.broadcasts import (
     BroadcastMessage,
     Progress,
 )
-from bot.services.outbox import ClaimedMessage
+from bot.services.outbox import ClaimedMessage, Outbox
 from bot.telegram_request import single_attempt
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,8 @@ BATCH = 10  # rows claimed at once: a few seconds of sending, never a whole audi
 IDLE_POLL_S = 2.0
 STARTUP_DELAY_S = 1.0
 SWEEP_EVERY_S = 5.0  # while busy, how often unfinished broadcasts are looked at
-PER_CHAT_INTERVAL_S = 1.0
 RELEASE_AFTER_S = 5.0  # a pause longer than this releases the rest of the batch
+RENEW_AHEAD_S = 1.0  # at most this long from renewing a row's hold to sending it
 
 # Renders a broadcast row for its recipient: what to send, or None (then dropped).
 MessageRenderer = Callable[
@@ -64,42 +65,6 @@ MessageRenderer = Callable[
 ]
 # Edits the live progress message of a broadcast (final=True once it is closed).
 ProgressView = Callable[[BotContext, Progress, float, bool], Awaitable[None]]
-
-
-class Pace:
-    """How fast sends may start: evenly spaced, and at most `per_second` in any second.
-
-    A send counts from the moment its request starts until its answer came back, so that
-    two requests can never reach Telegram within the same second more than `per_second`
-    times, whatever their latency. Times are the event loop's monotonic clock.
-    """
-
-    def __init__(self, rate: float) -> None:
-        if rate <= 0:
-            raise ValueError("the rate must be positive")
-        self.rate = rate
-        self.per_second = max(1, math.floor(rate))
-        self._spacing = 1.0 / rate
-        self._last_start = -math.inf
-        self._ends: deque[float] = deque(maxlen=self.per_second)
-        self._paused_until = 0.0
-
-    def delay(self, now: float) -> float:
-        """Seconds to wait before the next send may start."""
-        ready = max(self._last_start + self._spacing, self._paused_until)
-        if len(self._ends) == self.per_second:
-            ready = max(ready, self._ends[0] + 1.0)
-        return max(0.0, ready - now)
-
-    def started(self, now: float) -> None:
-        self._last_start = now
-
-    def ended(self, now: float) -> None:
-        self._ends.append(now)
-
-    def pause(self, seconds: float, now: float) -> None:
-        """Telegram said 429: nothing goes out before `seconds` have passed."""
-        self._paused_until = max(self._paused_until, now + seconds)
 
 
 class BroadcastSender:
@@ -118,10 +83,10 @@ class BroadcastSender:
         self._application = application
         self._render = render
         self._show_progress = show_progress
-        self.pace = Pace(rate)
+        self.budget = send_budget_of(application)
+        self.budget.limit_bulk(rate)
         self.batch_size = batch_size
         self._progress_every = progress_every
-        self._last_to_chat: dict[int, float] = {}
         self._last_progress: dict[int, float] = {}
         # The text and photo of the broadcasts in flight (they never change once confirmed).
         self._contents: dict[int, BroadcastMessage] = {}
@@ -203,7 +168,7 @@ class BroadcastSender:
             if message.broadcast_id is not None:
                 touched.add(message.broadcast_id)
                 await self._maybe_show_progress(context, message.broadcast_id)
-            if self.pace.delay(asyncio.get_running_loop().time()) > RELEASE_AFTER_S:
+            if self.budget.paused_for > RELEASE_AFTER_S:
                 # A long pause (a 429): let the rest of the batch go rather than sit on it.
                 for left in batch[index + 1 :]:
                     await services.outbox.postpone(left.id, timedelta(0))
@@ -230,29 +195,16 @@ class BroadcastSender:
         if not sends:
             await outbox.drop(message.id, UNREACHABLE)
             return
-        await self._wait_turn(message.chat_id)
-        if self._stopping.is_set():  # shutting down during a wait (a long 429 pause)
-            await outbox.postpone(message.id, timedelta(0))
+        if not await self._hold_until_turn(outbox, message):
             return
-        # The wait may have outlasted the lease: another instance may hold the row now, or
-        # the broadcast may have been stopped elsewhere. Renew the hold, or leave the row.
-        if not await outbox.renew(message.id, broadcast_sending=True):
-            log.info("broadcast row %s no longer held or its broadcast stopped", message.id)
-            # Released if still ours (a stopped broadcast), so closing it drops the row now;
-            # a no-op when another instance holds it.
-            await outbox.postpone(message.id, timedelta(0))
-            return
-        loop = asyncio.get_running_loop()
-        self.pace.started(loop.time())
-        self._last_to_chat[message.chat_id] = loop.time()
         try:
             with single_attempt():  # the row's own retries below are the only ones
                 for send in sends:
-                    await getattr(context.bot, send.method)(message.chat_id, **send.kwargs)
-        except RetryAfter as exc:
-            delay = exc.retry_after
-            seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
-            self.pace.pause(seconds, loop.time())
+                    await getattr(context.bot, send.method)(
+                        message.chat_id, **send.kwargs, rate_limit_args=BULK
+                    )
+        except RetryAfter:
+            # The budget paused every message for retry_after; the row waits its turn again.
             await outbox.postpone(message.id, timedelta(0))
         except Forbidden:
             if message.resident_id is not None:
@@ -266,8 +218,6 @@ class BroadcastSender:
             await outbox.retry_later(message, backoff, type(exc).__name__)
         else:
             await outbox.mark_sent(message.id)
-        finally:
-            self.pace.ended(loop.time())
 
     async def _content(
         self, context: BotContext, broadcast_id: int | None
@@ -281,25 +231,52 @@ class BroadcastSender:
             self._contents[broadcast_id] = content
         return self._contents[broadcast_id]
 
-    async def _wait_turn(self, chat_id: int) -> None:
-        """Wait for the overall pace, and for one second since the last send to this chat."""
+    async def _hold_until_turn(self, outbox: Outbox, message: ClaimedMessage) -> bool:
+        """Renew the hold on the row, then wait for the budget's turn: True to send now.
+
+        The renewal (a write to the database) overlaps the wait for the next place in the
+        budget, instead of adding its time to every send. It is done again when the wait
+        outlasted RENEW_AHEAD_S (a 429 pause), and a long wait comes before it: the lease
+        (5 s at least) always outlasts the time from the renewal to the send. A row whose
+        lease lapsed (another instance holds it now) or whose broadcast was stopped elsewhere
+        is left alone.
+        """
+        assert message.chat_id is not None
         loop = asyncio.get_running_loop()
-        now = loop.time()
-        wait = self.pace.delay(now)
-        last = self._last_to_chat.get(chat_id)
-        if last is not None:
-            wait = max(wait, last + PER_CHAT_INTERVAL_S - now)
-        if wait > 0:
-            try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=wait)
-            except TimeoutError:
-                pass
-        if len(self._last_to_chat) > 4 * self.batch_size:
-            horizon = loop.time() - PER_CHAT_INTERVAL_S
-            self._last_to_chat = {c: t for c, t in self._last_to_chat.items() if t > horizon}
+        while True:
+            if self.budget.delay_for(message.chat_id) > RENEW_AHEAD_S:
+                await self._wait_turn(message.chat_id)
+            if self._stopping.is_set():  # shutting down during a wait (a long 429 pause)
+                await outbox.postpone(message.id, timedelta(0))
+                return False
+            renewed_at = loop.time()
+            if not await outbox.renew(message.id, broadcast_sending=True):
+                log.info("broadcast row %s no longer held or its broadcast stopped", message.id)
+                # Released if still ours (a stopped broadcast), so closing it drops the row
+                # now; a no-op when another instance holds it.
+                await outbox.postpone(message.id, timedelta(0))
+                return False
+            await self._wait_turn(message.chat_id)
+            if self._stopping.is_set():
+                await outbox.postpone(message.id, timedelta(0))
+                return False
+            if loop.time() - renewed_at <= RENEW_AHEAD_S:
+                return True
+
+    async def _wait_turn(self, chat_id: int) -> None:
+        """Wait until the budget would let a bulk message to this chat go (or a stop)."""
+        if self.budget.delay_for(chat_id) <= 0:
+            return
+        turn = asyncio.ensure_future(self.budget.wait_turn(chat_id))
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait((turn, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            turn.cancel()
+            stop.cancel()
 
     def seconds_left(self, remaining: int) -> float:
-        return remaining / self.pace.rate
+        return remaining / self.budget.bulk_rate
 
     async def _maybe_show_progress(self, context: BotContext, broadcast_id: int) -> None:
         now = asyncio.get_running_loop().time()
@@ -327,6 +304,14 @@ class BroadcastSender:
             )
         except TelegramError as exc:  # the progress message is a courtesy: never stop for it
             log.info("could not edit the progress of broadcast %s: %s", progress.broadcast_id, exc)
+
+
+def send_budget_of(application: BotApplication) -> SendBudget:
+    """The application's budget (its bot's rate limiter, installed by build_application)."""
+    budget = application.bot.rate_limiter
+    if not isinstance(budget, SendBudget):
+        raise RuntimeError("the broadcast sender needs SendBudget as the bot's rate limiter")
+    return budget
 
 
 def _kick_delivery(application: BotApplication) -> None:

@@ -37,14 +37,14 @@ EXPECTED = {
     "default_language": "one of fr, en, ar",
     "timezone": "an IANA time zone such as Europe/Paris",
     "log_level": "one of DEBUG, INFO, WARNING, ERROR",
-    "rate_limit_per_second": "a number of messages per second from 0 (off) to 30 (more only with TELEGRAM_BASE_URL on this machine, the emulator)",
+    "rate_limit_per_second": "a number of messages per second, for all messages together, from 0 (replies not throttled) to 30 (more only with TELEGRAM_BASE_URL on this machine, the emulator)",
     "outbox_sweep_seconds": "a number of seconds above 0, at most 300",
     "reminder_offsets": "durations before a workshop separated by commas, such as 24h,2h",
     "quiet_hours": "a range of local times such as 21:00-08:00, or off",
     "survey_delay": "a duration after the end of a workshop, such as 2h",
     "poll_open_for": "a duration, such as 48h",
     "follow_up_after": "a duration, such as 30d",
-    "broadcast_rate": "messages per second above 0, at most 30 (more only with TELEGRAM_BASE_URL on this machine, the emulator)",
+    "broadcast_rate": "a ceiling for broadcasts in messages per second above 0, at most 30 (more only with TELEGRAM_BASE_URL on this machine, the emulator); broadcasts never take more than RATE_LIMIT_PER_SECOND leaves",
     "min_group_size": "a whole number of people from 1 to 100",
     "staff": "role:telegram_id pairs separated by commas, roles mediator, facilitator, coordinator",
     "channel_notices": "kinds separated by commas among registrations, cancellations, promotions, responses (or none)",
@@ -158,8 +158,10 @@ class Settings(BaseSettings):
     default_language: Literal["fr", "en", "ar"] = "fr"
     timezone: str = "Europe/Paris"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # Overall pace of outgoing calls (Telegram allows about 30 messages per second); 0 = off.
-    # (Above 30 only against a Bot API on this machine: the emulator, for tests and benchmarks.)
+    # The one budget of outgoing messages (bot/send_budget.py): at most this many in any
+    # second, replies first, broadcasts in what they leave. 0 = replies are not throttled
+    # (broadcasts still keep BROADCAST_RATE). (Above 30 only against a Bot API on this
+    # machine: the emulator, for tests and benchmarks.)
     rate_limit_per_second: float = Field(default=30, ge=0)
     # How often the outbox is swept for due messages (they are also sent at once when queued).
     outbox_sweep_seconds: float = Field(default=5.0, gt=0, le=300)
@@ -183,8 +185,9 @@ class Settings(BaseSettings):
     channel_notices: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_kinds)] = (
         CHANNEL_NOTICE_KINDS
     )
-    # Broadcasts: overall pace (Telegram allows about 30 messages per second in all).
-    broadcast_rate: float = Field(default=25, gt=0)
+    # Broadcasts: a ceiling on their share of the budget; by default the whole budget (they
+    # take every place the replies leave, never more than RATE_LIMIT_PER_SECOND in all).
+    broadcast_rate: float = Field(default=30, gt=0)
     # Statistics: any figure about fewer people than this is shown as "< N".
     min_group_size: int = Field(default=5, ge=1, le=100)
     # Privacy (RGPD): personal data of residents inactive this long is erased (with a notice

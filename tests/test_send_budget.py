@@ -1,0 +1,191 @@
+"""The shared send budget, under real python-telegram-bot, against the emulator's flood limits.
+
+The emulator answers 429 beyond its limits and records every accepted send: its record is the
+judge of "never more than the limit in any one-second window" and "one per second per chat".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from itertools import pairwise
+
+import pytest
+from telegram.error import RetryAfter
+from telegram.ext import ExtBot
+
+from bot.send_budget import BULK, Pace, SendBudget, Window, counts_as_message
+from bot.telegram_request import ResilientRequest
+from emulator.client import EmulatorClient
+from emulator.server import BotApiEmulator
+
+PEOPLE = list(range(7001, 7061))
+TEXT = "Bonjour"
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[tuple[BotApiEmulator, EmulatorClient]]:
+    async with (
+        BotApiEmulator(global_rate=10, per_chat_rate=1) as server,
+        EmulatorClient(server.side_url) as client,
+    ):
+        await client.register(*(client.user(t, f"P{t}", "fr") for t in PEOPLE))
+        yield server, client
+
+
+@pytest.fixture
+async def budget_bot(emulator) -> AsyncIterator[tuple[ExtBot, SendBudget]]:
+    server, _ = emulator
+    budget = SendBudget(10, bulk_rate=10)
+    bot = ExtBot(
+        server.token,
+        base_url=server.base_url,
+        request=ResilientRequest(retry_rate_limits=False),
+        rate_limiter=budget,
+    )
+    async with bot:
+        yield bot, budget
+
+
+def busiest_second(times: list[float]) -> int:
+    times = sorted(times)
+    return max((sum(1 for u in times[i:] if u - t < 1.0) for i, t in enumerate(times)), default=0)
+
+
+def test_what_counts_as_a_message() -> None:
+    assert counts_as_message("sendMessage") and counts_as_message("editMessageText")
+    assert counts_as_message("sendDocument") and counts_as_message("copyMessage")
+    assert not counts_as_message("answerCallbackQuery") and not counts_as_message("getMe")
+    assert not counts_as_message("sendChatAction") and not counts_as_message("setMyCommands")
+
+
+def test_a_window_holds_a_place_until_a_period_after_the_answer() -> None:
+    window = Window(2, 1.0)
+    assert window.delay(0.0) == 0.0
+    window.started()
+    window.started()
+    assert window.delay(0.0) == float("inf")  # both in flight: wait for an answer
+    window.ended(0.3)
+    assert window.delay(0.3) == pytest.approx(1.0)  # its place is free a second later
+    window.ended(0.5)
+    assert window.delay(1.3) == 0.0
+    group = Window(20, 60.0)  # a group's 20 per minute
+    for second in range(20):
+        group.started()
+        group.ended(float(second))
+    assert group.delay(20.0) == pytest.approx(40.0)
+
+
+def test_the_bulk_pace_makes_up_for_a_late_send_but_never_bursts() -> None:
+    pace = Pace(10)
+    pace.started(0.0)
+    assert pace.delay(0.0) == pytest.approx(0.1)
+    pace.started(0.15)  # 50 ms late (the sender was writing to the database)
+    assert pace.delay(0.15) == pytest.approx(0.05)  # the next slot keeps the rhythm
+    pace.started(0.2)
+    pace.started(0.9)  # very late: at most three spacings made up, never a longer burst
+    for _ in range(3):
+        assert pace.delay(0.9) == 0.0
+        pace.started(0.9)
+    assert pace.delay(0.9) == pytest.approx(0.1)
+    pace.pause(2.0, 1.0)
+    assert pace.delay(1.0) == pytest.approx(2.0)
+
+
+async def test_never_more_than_the_limit_in_any_second(emulator, budget_bot) -> None:
+    _, client = emulator
+    bot, budget = budget_bot
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    # 25 replies and 10 broadcast sends at once, to 35 different people.
+    replies = [bot.send_message(t, TEXT) for t in PEOPLE[:25]]
+    bulk = [bot.send_message(t, TEXT, rate_limit_args=BULK) for t in PEOPLE[25:35]]
+    await asyncio.gather(*replies, *bulk)
+    elapsed = loop.time() - started
+    stats = await client.stats()
+    assert stats["rate_limited"] == 0 and stats["max_per_second"] <= 10
+    assert busiest_second((await client.traffic())["times"]) <= 10
+    assert elapsed >= 2.9  # 35 messages at 10 per second: really paced
+    assert budget.sent == {"interactive": 25, "bulk": 10}
+
+
+async def test_replies_overtake_queued_broadcast_sends(emulator, budget_bot) -> None:
+    _, client = emulator
+    bot, _ = budget_bot
+    loop = asyncio.get_running_loop()
+    bulk = [
+        asyncio.create_task(bot.send_message(t, TEXT, rate_limit_args=BULK)) for t in PEOPLE[:20]
+    ]
+    await asyncio.sleep(0.5)  # the broadcast is under way, most of it still queued
+    asked = loop.time()
+    await asyncio.gather(*(bot.send_message(t, TEXT) for t in PEOPLE[40:43]))
+    waited = loop.time() - asked
+    assert waited < 0.6  # three replies behind at most one bulk spacing each
+    assert sum(not task.done() for task in bulk) >= 10  # the broadcast waits behind them
+    await asyncio.gather(*bulk)
+    traffic = await client.traffic()
+    order = traffic["chat_ids"]
+    last_reply = max(order.index(t) for t in PEOPLE[40:43])
+    assert last_reply < 12  # they went out among the first dozen, not after the twenty
+    assert (await client.stats())["rate_limited"] == 0
+
+
+async def test_a_429_pauses_every_message(emulator, budget_bot) -> None:
+    _, client = emulator
+    bot, budget = budget_bot
+    loop = asyncio.get_running_loop()
+    await client.fail_next("sendMessage", 429, retry_after=1)
+    started = loop.time()
+    first = asyncio.create_task(bot.send_message(PEOPLE[0], TEXT))  # the one refused
+    await asyncio.sleep(0.05)
+    others = [bot.send_message(t, TEXT) for t in PEOPLE[1:4]]
+    bulk = bot.send_message(PEOPLE[4], TEXT, rate_limit_args=BULK)
+    await asyncio.gather(first, *others, bulk)  # the reply is retried after the pause
+    traffic = await client.traffic()
+    assert len(traffic["times"]) == 5 and budget.rate_limited == 1
+    # Nothing was accepted during the pause: all five went out together after it (the
+    # others, asked for 50 ms after the refused one, would otherwise be a second earlier).
+    assert loop.time() - started >= 1.0
+    assert max(traffic["times"]) - min(traffic["times"]) < 0.5
+    # A broadcast send is not retried by the budget: its row goes back to the outbox.
+    await client.fail_next("sendMessage", 429, retry_after=1)
+    with pytest.raises(RetryAfter):
+        await bot.send_message(PEOPLE[5], TEXT, rate_limit_args=BULK)
+    assert budget.paused_for > 0.5
+    # Calls that are not messages wait out the pause too.
+    answered = loop.time()
+    await bot.get_me()
+    assert loop.time() - answered >= 0.5
+
+
+async def test_one_message_per_second_per_chat(emulator, budget_bot) -> None:
+    _, client = emulator
+    bot, _ = budget_bot
+    person = PEOPLE[0]
+    await asyncio.gather(
+        bot.send_message(person, "1", rate_limit_args=BULK),
+        bot.send_message(person, "2"),  # a reply to the same person keeps the spacing too
+        bot.send_message(person, "3", rate_limit_args=BULK),
+    )
+    traffic = await client.traffic()
+    times = sorted(traffic["times"])
+    assert len(times) == 3
+    assert all(b - a >= 1.0 for a, b in pairwise(times))
+    assert (await client.stats())["rate_limited"] == 0
+
+
+async def test_without_an_overall_rate_replies_go_at_once_and_bulk_keeps_its_pace(
+    emulator,
+) -> None:
+    server, client = emulator
+    await client.configure(global_rate=None, per_chat_rate=None)
+    budget = SendBudget(0, bulk_rate=5)
+    bot = ExtBot(server.token, base_url=server.base_url, rate_limiter=budget)
+    loop = asyncio.get_running_loop()
+    async with bot:
+        started = loop.time()
+        await asyncio.gather(*(bot.send_message(t, TEXT) for t in PEOPLE[:20]))
+        assert loop.time() - started < 1.0
+        started = loop.time()
+        await asyncio.gather(*(bot.send_message(t, TEXT, rate_limit_args=BULK) for t in PEOPLE[:6]))
+        assert loop.time() - started >= 1.0  # 5 per second, and a second after the replies
