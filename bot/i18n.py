@@ -24,6 +24,10 @@ from babel.dates import format_datetime
 
 from locales import LOCALES_DIR
 
+# libyaml's safe loader when PyYAML has it (same results, about 10 times faster: the
+# catalogs and surveys read at start-up took a third of a second in pure Python, issue 6).
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 PLURAL_CATEGORIES = frozenset({"zero", "one", "two", "few", "many", "other"})
 LANGUAGE_NAMES = {"fr": "Français", "en": "English", "ar": "العربية"}
 RTL_LANGUAGES = frozenset({"ar"})
@@ -68,7 +72,7 @@ def load_language(directory: Path) -> dict[str, Message]:
 
 def load_catalog(path: Path) -> dict[str, Message]:
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
     except (OSError, yaml.YAMLError) as exc:
         raise CatalogError(f"{path.name}: {exc}") from exc
     if not isinstance(tree, dict):

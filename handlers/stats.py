@@ -8,6 +8,7 @@ neighbourhood travel in the signed callback data, so the view buttons need no st
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -16,7 +17,6 @@ from babel.numbers import format_decimal, format_percent
 from telegram import InputFile, Update
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, filters
 
-from bot import charts
 from bot.callbacks import define_actions
 from bot.context import BotContext
 from bot.i18n import Html
@@ -437,6 +437,10 @@ def _needs_by_area(r: Reply, needs: NeedsRanking) -> tuple[list[str], dict[str, 
 
 async def send_charts(r: Reply, scope: StatsScope, viewer: Viewer) -> None:
     """The four charts, each drawn in a worker thread, sent as photos."""
+    # matplotlib (with numpy) is imported on the first request for charts, in a worker thread,
+    # not at start-up: it took 0.65 s of the bot's start and about 40 MB of its memory, for
+    # a picture a coordinator asks for now and then (issue 6, bench/resources.py).
+    charts = await asyncio.to_thread(importlib.import_module, "bot.charts")
     stats = r.context.services.stats
     f = Formatter(r)
     hidden = f"< {f.min}"
