@@ -101,9 +101,18 @@ def _week(moment: datetime) -> date:
 
 
 async def seed_stats(
-    db: Database, now: datetime, sizes: SeedSizes = SeedSizes(), *, facilitator_id: int = 4242
+    db: Database,
+    now: datetime,
+    sizes: SeedSizes = SeedSizes(),
+    *,
+    facilitator_id: int = 4242,
+    analyze: bool = True,
 ) -> SeedReport:
-    """Insert the data set around `now` (workshops from 270 days before to 90 days after)."""
+    """Insert the data set around `now` (workshops from 270 days before to 90 days after).
+
+    On PostgreSQL the tables are then analysed, unless `analyze` is False: a test on the
+    session's shared database must not leave planner statistics behind for the tests after it.
+    """
     started = time.perf_counter()
     async with db.write() as session:
         ids = {
@@ -371,7 +380,7 @@ async def seed_stats(
                         f"(SELECT COALESCE(MAX(id), 1) FROM {table}))"
                     )
                 )
-    if not db.is_sqlite:
+    if analyze and not db.is_sqlite:
         async with db.engine.connect() as connection:
             await connection.execute(text("COMMIT"))
             await connection.execute(text("ANALYZE"))
