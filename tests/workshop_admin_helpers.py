@@ -41,16 +41,19 @@ async def telegram_ids_of(db: Database, resident_ids: list[int | None]) -> set[i
 
 
 async def places(db: Database, workshop_id: int) -> dict[int | None, str]:
-    """Telegram id (None for desk records) -> status of their latest registration, for one
-    workshop (ordered: a person may have a cancelled registration before a live one)."""
+    """Telegram id (None for desk records) -> registration status, for one workshop: the live
+    registration when there is one (a person may also have cancelled ones, in any row order)."""
     async with db.read() as session:
         rows = await session.execute(
             select(Resident.telegram_id, Registration.status)
             .join(Resident, Resident.id == Registration.resident_id)
             .where(Registration.workshop_id == workshop_id)
-            .order_by(Registration.id)
         )
-        return {r.telegram_id: r.status for r in rows}
+        statuses: dict[int | None, str] = {}
+        for telegram_id, status in rows:
+            if statuses.get(telegram_id, "cancelled") == "cancelled":
+                statuses[telegram_id] = status
+        return statuses
 
 
 async def workshop_row(db: Database, workshop_id: int) -> Workshop:
