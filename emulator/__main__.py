@@ -25,6 +25,13 @@ def parse_arguments() -> argparse.Namespace:
         "--per-chat-rate", type=float, default=None, help="messages/s in one chat (429 beyond)"
     )
     parser.add_argument(
+        "--per-chat-burst",
+        type=int,
+        default=1,
+        help="messages one chat may get at once: at most this many in any burst/rate seconds "
+        "(default 1: strictly one per second; Telegram tolerates short bursts, 3 is closer)",
+    )
+    parser.add_argument(
         "--webhook-via",
         default=None,
         help="post webhook updates to this address (the reverse proxy's part), e.g. "
@@ -43,6 +50,8 @@ async def serve(arguments: argparse.Namespace) -> None:
         bot_username=arguments.bot_username,
         webhook_via=arguments.webhook_via,
     )
+    if arguments.per_chat_burst != 1:
+        emulator.state.configure({"per_chat_burst": arguments.per_chat_burst})
     await emulator.start()
     print(f"Bot API emulator: base_url={emulator.base_url}  token={emulator.token}", flush=True)
     print(f"Side API: {emulator.side_url}/_emulator/  (Ctrl+C stops)", flush=True)

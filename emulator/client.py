@@ -252,13 +252,19 @@ class EmulatorClient:
         *,
         global_rate: float | EllipsisType | None = ...,
         per_chat_rate: float | EllipsisType | None = ...,
+        per_chat_burst: int | EllipsisType = ...,
     ) -> None:
-        """Sets flood limits in messages per second; None lifts one, ``...`` leaves it."""
-        changes = {
-            name: value
-            for name, value in (("global_rate", global_rate), ("per_chat_rate", per_chat_rate))
-            if value is not ...
-        }
+        """Sets flood limits in messages per second; None lifts one, ``...`` leaves it.
+
+        ``per_chat_burst`` messages may go to one chat at once, then no more than that many in
+        any ``per_chat_burst / per_chat_rate`` seconds (1, the default: strictly one per second;
+        3 is closer to Telegram, which tolerates short bursts)."""
+        given = (
+            ("global_rate", global_rate),
+            ("per_chat_rate", per_chat_rate),
+            ("per_chat_burst", per_chat_burst),
+        )
+        changes = {name: value for name, value in given if value is not ...}
         await self.call("POST", "/config", json=changes)
 
     async def stats(self) -> dict[str, Any]:

@@ -58,13 +58,20 @@ class RateLimit:
 
     A rate below one per second (a group's 20 per minute is 1/3) widens the window so that it
     still holds one whole send: 0.5/s allows one send in any two seconds.
+
+    ``burst`` tolerates short bursts, as Telegram does in one chat: at most ``burst`` sends in
+    any ``burst / rate`` seconds (rate 1, burst 3: three at once, then none until the first is
+    three seconds old). The default, 1, is the strict form: 1/s means one in any second.
     """
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, burst: int = 1) -> None:
         if rate <= 0:
             raise ValueError("a rate limit must be positive")
+        if burst < 1:
+            raise ValueError("a burst is at least one send")
         self.rate = rate
-        window = max(1.0, 1.0 / rate)
+        self.burst = burst
+        window = max(1.0, burst / rate)
         self.capacity = max(1, math.floor(rate * window + 1e-9))
         self._sends = WindowCounter(window)
 

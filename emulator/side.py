@@ -130,6 +130,11 @@ class SideApi:
         for value in changes.values():
             if value is not None and (not isinstance(value, int | float) or value <= 0):
                 raise SideError(400, "rates are positive numbers, or null for no limit")
+        if "per_chat_burst" in body:
+            burst = body["per_chat_burst"]
+            if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+                raise SideError(400, "per_chat_burst is a positive integer")
+            changes["per_chat_burst"] = burst
         self.state.configure(changes)
         return web.json_response(self.state.stats_json())
 

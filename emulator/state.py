@@ -215,6 +215,7 @@ class EmulatorState:
         per_chat_rate: float | None,
         history_limit: int,
         event_log_limit: int,
+        per_chat_burst: int = 1,
     ) -> None:
         bot_id = token.split(":", 1)[0]
         self.token = token
@@ -228,7 +229,8 @@ class EmulatorState:
         self.event_log_limit = event_log_limit
         self.started = time.monotonic()
         self.global_limit = RateLimit(global_rate) if global_rate else None
-        self.per_chat_limit = RateLimit(per_chat_rate) if per_chat_rate else None
+        self.per_chat_burst = per_chat_burst
+        self.per_chat_limit = RateLimit(per_chat_rate, per_chat_burst) if per_chat_rate else None
         self.failures: dict[str, deque[InjectedFailure]] = {}
         self.unreachable_until: float | None = None
         self.unreachable_drops_connections = False
@@ -282,12 +284,18 @@ class EmulatorState:
         return time.monotonic() - self.started
 
     def configure(self, changes: dict[str, float | None]) -> None:
+        """Flood limits: ``global_rate`` and ``per_chat_rate`` in messages per second (None: no
+        limit), ``per_chat_burst`` the messages one chat may get at once (see `RateLimit`: at
+        most that many in any ``per_chat_burst / per_chat_rate`` seconds; 1, the default, is a
+        strict one per second, Telegram tolerates short bursts: 3 is closer to it)."""
         if "global_rate" in changes:
             rate = changes["global_rate"]
             self.global_limit = RateLimit(rate) if rate else None
-        if "per_chat_rate" in changes:
-            rate = changes["per_chat_rate"]
-            self.per_chat_limit = RateLimit(rate) if rate else None
+        if "per_chat_burst" in changes:
+            self.per_chat_burst = int(changes["per_chat_burst"] or 1)
+        if "per_chat_rate" in changes or "per_chat_burst" in changes:
+            rate = changes.get("per_chat_rate", self.per_chat_limit and self.per_chat_limit.rate)
+            self.per_chat_limit = RateLimit(rate, self.per_chat_burst) if rate else None
 
     def set_unreachable(self, on: bool, seconds: float | None, drop_connections: bool) -> None:
         if not on:
@@ -619,6 +627,7 @@ class EmulatorState:
             "max_per_chat_per_second": self.traffic.peak_per_chat,
             "global_rate": self.global_limit.rate if self.global_limit else None,
             "per_chat_rate": self.per_chat_limit.rate if self.per_chat_limit else None,
+            "per_chat_burst": self.per_chat_burst,
             "pending_updates": len(self.updates),
             "webhook_deliveries": stats.webhook_deliveries,
             "chats": len(self.chats),

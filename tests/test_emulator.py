@@ -8,6 +8,7 @@ import sys
 import time
 import zlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -431,6 +432,32 @@ async def test_per_chat_and_global_rate_limits(bot: telegram.Bot, client: Emulat
     traffic = await client.traffic()
     assert traffic["chat_ids"] == [2000, 2001, 2000, 2001, 2002]
     assert traffic["times"] == sorted(traffic["times"])
+
+
+async def test_a_per_chat_burst_is_a_sliding_window(
+    bot: telegram.Bot, client: EmulatorClient
+) -> None:
+    users = [client.user(2100 + n) for n in range(2)]
+    await client.register(*users)
+    await client.configure(per_chat_rate=1, per_chat_burst=3)  # 3 in any 3 s
+    for n in range(3):
+        await bot.send_message(2100, f"burst {n}")
+    with pytest.raises(RetryAfter) as refused:
+        await bot.send_message(2100, "fourth within 3 s")
+    wait = refused.value.retry_after
+    wait = wait.total_seconds() if isinstance(wait, timedelta) else wait
+    assert 1 <= wait <= 3
+    await bot.send_message(2101, "other chat is free")
+    stats = await client.stats()
+    assert stats["per_chat_burst"] == 3 and stats["rate_limited"] == 1
+    assert stats["max_per_chat_per_second"] == 3
+    await asyncio.sleep(wait)
+    await bot.send_message(2100, "the first left the window")
+
+    await client.configure(per_chat_burst=1)  # back to strictly one per second
+    await bot.send_message(2101, "one")
+    with pytest.raises(RetryAfter):
+        await bot.send_message(2101, "two")
 
 
 def test_rate_limit_window_below_one_per_second() -> None:
