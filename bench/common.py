@@ -255,12 +255,15 @@ class EmulatorProcess(Process):
         *,
         global_rate: float | None = None,
         per_chat_rate: float | None = None,
+        per_chat_burst: int = 3,
     ) -> None:
+        """``per_chat_burst``: messages one chat may get at once (3 in any 3 s at 1/s), as
+        Telegram tolerates short bursts; the emulator's own default, 1, is stricter."""
         argv = [sys.executable, "-m", "emulator", "--port", "0", "--token", TOKEN]
         if global_rate is not None:
             argv += ["--global-rate", str(global_rate)]
         if per_chat_rate is not None:
-            argv += ["--per-chat-rate", str(per_chat_rate)]
+            argv += ["--per-chat-rate", str(per_chat_rate), "--per-chat-burst", str(per_chat_burst)]
         env = {**base_env(), "PYTHONPATH": _pythonpath(), "PYTHONUNBUFFERED": "1"}
         super().__init__("emulator", argv, env, workdir)
         self.base_url = ""

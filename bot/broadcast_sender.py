@@ -8,16 +8,18 @@ SKIP LOCKED on PostgreSQL), renders each at send time, and sends them one after 
   calls (``rate_limit_args=BULK``), evenly spaced at no more than `rate` (BROADCAST_RATE, a
   ceiling; by default the whole budget), one second at least after any message to the same
   chat, and always behind the replies to people using the bot, which they never delay by
-  more than one spacing. The sender renews its hold on the row while it waits for its turn
-  (at most RENEW_AHEAD_S before the send), then sends;
+  more than one spacing. A recipient who must wait for that second (a reply just went to
+  them) does not stall the batch: the sender sends to the next free one first;
+- the row's lease is renewed once the budget has granted the send its place, just before
+  the request (the budget's ``before_send``), on condition that this process still holds the
+  row and its broadcast is still being sent (Outbox.renew). However long the wait for the
+  place was (a 429 pause, replies overtaking), the lease then outlasts the send: a row whose
+  lease lapsed meanwhile and was claimed by another instance, or whose broadcast was stopped
+  on another instance, is not sent, and the place goes to the next message;
 - a 429 pauses the whole budget for its retry_after; the row is released without spending
   an attempt, and so is the rest of the batch when the pause is longer than a few seconds.
-  At most a second before each send the row's lease is renewed, on
-  condition that this process still holds it and its broadcast is still being sent
-  (Outbox.renew): a row whose lease lapsed during a pause, and was claimed by another
-  instance, or whose broadcast was stopped on another instance, is not sent. A 403 marks the
-  resident inactive and drops the row. Other errors are retried
-  a bounded number of times (the outbox's MAX_ATTEMPTS), then the row fails.
+  A 403 marks the resident inactive and drops the row. Other errors are retried a bounded
+  number of times (the outbox's MAX_ATTEMPTS), then the row fails.
 
 Each row is marked sent as soon as Telegram accepted it, so a restart resumes with the rows
 still pending and never sends again to someone already marked sent. The sender edits the
@@ -32,12 +34,13 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 
 from bot.context import BotApplication, BotContext
 from bot.delivery import JOB_NAME, Outgoing
-from bot.send_budget import BULK, SendBudget
+from bot.send_budget import BULK, NotSent, SendBudget
 from bot.send_budget import Pace as Pace  # the bulk pace, now the budget's (re-exported)
 from bot.services.broadcasts import (
     BLOCKED,
@@ -46,7 +49,7 @@ from bot.services.broadcasts import (
     BroadcastMessage,
     Progress,
 )
-from bot.services.outbox import ClaimedMessage, Outbox
+from bot.services.outbox import ClaimedMessage
 from bot.telegram_request import single_attempt
 
 log = logging.getLogger(__name__)
@@ -57,7 +60,6 @@ IDLE_POLL_S = 2.0
 STARTUP_DELAY_S = 1.0
 SWEEP_EVERY_S = 5.0  # while busy, how often unfinished broadcasts are looked at
 RELEASE_AFTER_S = 5.0  # a pause longer than this releases the rest of the batch
-RENEW_AHEAD_S = 1.0  # at most this long from renewing a row's hold to sending it
 
 # Renders a broadcast row for its recipient: what to send, or None (then dropped).
 MessageRenderer = Callable[
@@ -154,11 +156,14 @@ class BroadcastSender:
         batch = await services.outbox.claim_due(self.batch_size, broadcast=True)
         self.largest_claim = max(self.largest_claim, len(batch))
         touched: set[int] = set()
-        for index, message in enumerate(batch):
+        pending = list(batch)
+        while pending:
             if self._stopping.is_set():
-                for left in batch[index:]:
+                for left in pending:
                     await services.outbox.postpone(left.id, timedelta(0))
                 break
+            message = self._next_row(pending)
+            pending.remove(message)
             if message.broadcast_id in self._stopped:
                 # Released, then dropped with the others when the broadcast is closed.
                 await services.outbox.postpone(message.id, timedelta(0))
@@ -170,7 +175,7 @@ class BroadcastSender:
                 await self._maybe_show_progress(context, message.broadcast_id)
             if self.budget.paused_for > RELEASE_AFTER_S:
                 # A long pause (a 429): let the rest of the batch go rather than sit on it.
-                for left in batch[index + 1 :]:
+                for left in pending:
                     await services.outbox.postpone(left.id, timedelta(0))
                 break
         now = asyncio.get_running_loop().time()
@@ -181,6 +186,14 @@ class BroadcastSender:
         for broadcast_id in sorted(touched):
             await self._close_if_done(context, broadcast_id)
         return len(batch)
+
+    def _next_row(self, pending: list[ClaimedMessage]) -> ClaimedMessage:
+        """The first row whose recipient the budget would not hold back (a message to them in
+        the last second): the others come back once their second has passed."""
+        for message in pending:
+            if message.chat_id is None or self.budget.chat_free(message.chat_id):
+                return message
+        return pending[0]
 
     async def _send(self, context: BotContext, message: ClaimedMessage) -> None:
         outbox = context.services.outbox
@@ -195,14 +208,14 @@ class BroadcastSender:
         if not sends:
             await outbox.drop(message.id, UNREACHABLE)
             return
-        if not await self._hold_until_turn(outbox, message):
-            return
         try:
             with single_attempt():  # the row's own retries below are the only ones
                 for send in sends:
-                    await getattr(context.bot, send.method)(
-                        message.chat_id, **send.kwargs, rate_limit_args=BULK
-                    )
+                    await self._send_held(context, message, send)
+        except NotSent:
+            # Not held any more (or a stop): released if still ours (a stopped broadcast's
+            # row is then dropped when it is closed); a no-op when another instance holds it.
+            await outbox.postpone(message.id, timedelta(0))
         except RetryAfter:
             # The budget paused every message for retry_after; the row waits its turn again.
             await outbox.postpone(message.id, timedelta(0))
@@ -231,49 +244,43 @@ class BroadcastSender:
             self._contents[broadcast_id] = content
         return self._contents[broadcast_id]
 
-    async def _hold_until_turn(self, outbox: Outbox, message: ClaimedMessage) -> bool:
-        """Renew the hold on the row, then wait for the budget's turn: True to send now.
+    async def _send_held(
+        self, context: BotContext, message: ClaimedMessage, send: Outgoing
+    ) -> None:
+        """One bulk call for the row, sent only if the row is still ours once its place in the
+        budget is granted (raises NotSent otherwise). A stop while it waits for its place
+        (a long 429 pause) ends the wait: NotSent too."""
+        outbox = context.services.outbox
+        renewing = False
 
-        The renewal (a write to the database) overlaps the wait for the next place in the
-        budget, instead of adding its time to every send. It is done again when the wait
-        outlasted RENEW_AHEAD_S (a 429 pause), and a long wait comes before it: the lease
-        (5 s at least) always outlasts the time from the renewal to the send. A row whose
-        lease lapsed (another instance holds it now) or whose broadcast was stopped elsewhere
-        is left alone.
-        """
-        assert message.chat_id is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            if self.budget.delay_for(message.chat_id) > RENEW_AHEAD_S:
-                await self._wait_turn(message.chat_id)
-            if self._stopping.is_set():  # shutting down during a wait (a long 429 pause)
-                await outbox.postpone(message.id, timedelta(0))
-                return False
-            renewed_at = loop.time()
-            if not await outbox.renew(message.id, broadcast_sending=True):
-                log.info("broadcast row %s no longer held or its broadcast stopped", message.id)
-                # Released if still ours (a stopped broadcast), so closing it drops the row
-                # now; a no-op when another instance holds it.
-                await outbox.postpone(message.id, timedelta(0))
-                return False
-            await self._wait_turn(message.chat_id)
+        async def renew_hold() -> bool:
+            nonlocal renewing
+            renewing = True
             if self._stopping.is_set():
-                await outbox.postpone(message.id, timedelta(0))
                 return False
-            if loop.time() - renewed_at <= RENEW_AHEAD_S:
+            if await outbox.renew(message.id, broadcast_sending=True):
                 return True
+            log.info("broadcast row %s no longer held or its broadcast stopped", message.id)
+            return False
 
-    async def _wait_turn(self, chat_id: int) -> None:
-        """Wait until the budget would let a bulk message to this chat go (or a stop)."""
-        if self.budget.delay_for(chat_id) <= 0:
-            return
-        turn = asyncio.ensure_future(self.budget.wait_turn(chat_id))
+        args: dict[str, Any] = {**BULK, "before_send": renew_hold}
+        call = asyncio.ensure_future(
+            getattr(context.bot, send.method)(message.chat_id, **send.kwargs, rate_limit_args=args)
+        )
         stop = asyncio.ensure_future(self._stopping.wait())
         try:
-            await asyncio.wait((turn, stop), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((call, stop), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            call.cancel()
+            raise
         finally:
-            turn.cancel()
             stop.cancel()
+        if not call.done() and not renewing:
+            # Still waiting for its place: nothing was sent, nothing will be.
+            call.cancel()
+            await asyncio.wait((call,))
+            raise NotSent(send.method)
+        await call  # the answer, or what Telegram said
 
     def seconds_left(self, remaining: int) -> float:
         return remaining / self.budget.bulk_rate

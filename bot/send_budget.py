@@ -8,24 +8,36 @@ message goes out:
   emulator) count them, not only on average. A message holds its place in the window from
   the moment its request starts until one second after its answer came back, so whatever
   the network's latency, Telegram never sees more than the limit within one second;
-- per chat: one message per second to a private chat, and in a group or channel also at
-  most 20 per minute (Telegram's bots FAQ), whoever sends it;
+- per chat: at most 20 messages per minute to a group or channel (Telegram's bots FAQ),
+  whoever sends them. A private chat gets about one message per second with short bursts
+  tolerated, as Telegram does: at most `PRIVATE_BURST` (3) messages in any 3 seconds,
+  replies and bulk together, so that a reply flow (an edit of the card, a confirmation, the
+  next question) goes out at once and a fourth message waits for a place in the window
+  (replies still before bulk). Bulk calls also keep one second after any message to the
+  same chat (a broadcast never sends two messages in a row to someone, nor one right after
+  a reply);
 - priorities: interactive calls (every call by default: replies, edits, the outbox's
   notices) go before bulk calls (the broadcast sender passes ``rate_limit_args=BULK``);
   bulk calls are evenly spaced at no more than `bulk_rate` and take every place in the
   window the interactive calls leave. Even spacing means a reply never finds the window
   filled by a burst of bulk sends: it waits at most one bulk spacing (1/30 s);
-- a 429 pauses every call for its ``retry_after``. An interactive call is then retried (at
-  most `max_retries` times, as AIORateLimiter does); a bulk call raises `RetryAfter` to the
-  broadcast sender, which puts its row back without spending an attempt.
+- a bulk call may give ``"before_send"`` in its rate_limit_args: an async callable awaited
+  once its place is granted, just before the request (the broadcast sender renews its hold
+  on the outbox row there, however long the wait for the place was). When it returns False
+  the place is given back and the call raises `NotSent`: nothing went out;
+- a 429 pauses every message for its ``retry_after``. An interactive call is then retried
+  (at most `max_retries` times, as AIORateLimiter does); a bulk call raises `RetryAfter` to
+  the broadcast sender, which puts its row back without spending an attempt.
 
 What counts as a message: sends, copies, forwards and edits (Telegram's flood limits apply
 to them, and the emulator counts them). Other calls (answering a button, getMe, setting
-commands, deleting a message, chat actions) are not throttled: a pressed button stops
-spinning at once. They still wait out a 429 pause, like everything else.
+commands, deleting a message, chat actions) are neither throttled nor held by a 429 pause:
+a pressed button stops spinning at once. Only one that was itself refused with a 429 waits
+out the pause before it is retried.
 
 With ``overall_rate`` 0 (RATE_LIMIT_PER_SECOND=0, tests and the demo), interactive calls go
-out at once (recorded, so that bulk calls still keep one second per chat after them) and a
+out at once, per-chat windows included (recorded, so that bulk calls still keep one second
+per chat and the private burst window after them) and a
 429 on them is the request layer's to wait out; bulk calls keep their pace and spacing.
 
 The budget belongs to one process: two instances behind one webhook each have their own,
@@ -38,7 +50,7 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from itertools import count
 from typing import Any
@@ -50,8 +62,12 @@ log = logging.getLogger(__name__)
 
 # rate_limit_args of a broadcast send: it waits behind every interactive call.
 BULK: dict[str, Any] = {"bulk": True}
+# The shortest wait: the event loop's clock (uvloop's) has a 1 ms resolution, and a shorter
+# timeout would wake up before the place is free, again and again (a busy loop).
+MIN_WAIT_S = 0.001
 
-PRIVATE_CHAT_INTERVAL_S = 1.0  # about one message per second in one chat
+PRIVATE_CHAT_INTERVAL_S = 1.0  # about one message per second in one chat...
+PRIVATE_BURST = 3  # ...with short bursts: at most 3 messages in any 3 s (replies and bulk)
 GROUP_PER_MINUTE = 20  # at most 20 messages per minute to one group or channel
 MAX_RETRIES = 3  # an interactive call retried after at most this many 429s
 CATCH_UP_SPACINGS = 3  # how far behind its rhythm the bulk pace may make up
@@ -60,6 +76,10 @@ FORGET_CHATS_AFTER = 4096  # chats remembered before the quiet ones are forgotte
 # Bot API methods that are messages for Telegram's flood limits (besides every send...).
 _COUNTED_PREFIXES = ("send", "copyMessage", "forwardMessage", "editMessage")
 _NOT_COUNTED = frozenset({"sendChatAction"})
+
+
+class NotSent(Exception):
+    """A bulk call's ``before_send`` said no: its place was given back, nothing was sent."""
 
 
 def counts_as_message(endpoint: str) -> bool:
@@ -99,7 +119,14 @@ class Window:
 
     def ended(self, now: float) -> None:
         self.in_flight -= 1
-        self._ends.append(now)
+        ends = self._ends
+        while ends and ends[0] + self.period <= now:
+            ends.popleft()  # bounded even when nobody asks for a delay (replies, interval)
+        ends.append(now)
+
+    def given_back(self) -> None:
+        """A place taken but not used: nothing was sent."""
+        self.in_flight -= 1
 
     def idle_since(self, now: float) -> bool:
         """Nothing in flight, and nothing that still holds a place."""
@@ -133,10 +160,17 @@ class Pace:
             ready = max(ready, self._ends[0] + 1.0)
         return max(0.0, ready - now)
 
-    def started(self, now: float) -> None:
+    def started(self, now: float) -> float:
+        """Take the next slot; returns the previous one (to give the slot back)."""
+        previous = self._next_slot
         late = now - self._next_slot if self._next_slot > -math.inf else 0.0
         made_up = min(max(late, 0.0), CATCH_UP_SPACINGS * self._spacing)
         self._next_slot = now + self._spacing - made_up
+        return previous
+
+    def given_back(self, previous: float) -> None:
+        """The slot taken last was not used: the next send may have it."""
+        self._next_slot = max(previous, self._paused_until)
 
     def ended(self, now: float) -> None:
         self._ends.append(now)
@@ -190,6 +224,7 @@ class SendBudget(BaseRateLimiter[dict[str, Any]]):
         *,
         bulk_rate: float | None = None,
         private_chat_interval: float = PRIVATE_CHAT_INTERVAL_S,
+        private_burst: int = PRIVATE_BURST,
         group_per_minute: int = GROUP_PER_MINUTE,
         max_retries: int = MAX_RETRIES,
     ) -> None:
@@ -198,6 +233,7 @@ class SendBudget(BaseRateLimiter[dict[str, Any]]):
         self.overall_rate = overall_rate
         self._overall = _window_for(overall_rate) if overall_rate > 0 else None
         self._private_interval = private_chat_interval
+        self._private_burst = private_burst
         self._group_per_minute = group_per_minute
         self.max_retries = max_retries
         self._chats: dict[int | str, tuple[Window, ...]] = {}
@@ -235,6 +271,9 @@ class SendBudget(BaseRateLimiter[dict[str, Any]]):
     # -- the decision ----------------------------------------------------------------------
 
     def _windows_of(self, chat: int | str) -> tuple[Window, ...]:
+        """The chat's windows: one second after any message (binding bulk calls only), then
+        the windows binding every message: 20 per minute for a group or channel,
+        `PRIVATE_BURST` in any `PRIVATE_BURST` seconds for a private chat."""
         windows = self._chats.get(chat)
         if windows is None:
             if len(self._chats) >= FORGET_CHATS_AFTER:
@@ -243,7 +282,8 @@ class SendBudget(BaseRateLimiter[dict[str, Any]]):
             if _is_group(chat):
                 windows = (interval, Window(self._group_per_minute, 60.0))
             else:
-                windows = (interval,)
+                burst = self._private_burst
+                windows = (interval, Window(burst, burst * self._private_interval))
             self._chats[chat] = windows
         return windows
 
@@ -260,10 +300,11 @@ class SendBudget(BaseRateLimiter[dict[str, Any]]):
             return delay  # not a message, or a reply with the budget off
         if self._overall is not None:
             delay = max(delay, self._overall.delay(now))
-        for window in self._windows_of(ticket.chat):
+        interval, *binding_all = self._windows_of(ticket.chat)
+        for window in binding_all:
             delay = max(delay, window.delay(now))
         if ticket.bulk:
-            delay = max(delay, self.pace.delay(now))
+            delay = max(delay, interval.delay(now), self.pace.delay(now))
         return delay
 
     def _overtaken(self, ticket: _Ticket, now: float) -> bool:
@@ -280,18 +321,15 @@ class SendBudget(BaseRateLimiter[dict[str, Any]]):
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def delay_for(self, chat_id: int | str, *, bulk: bool = True) -> float:
-        """Seconds before a call to `chat_id` could go now (inf: after one in flight)."""
+    def chat_free(self, chat_id: int | str) -> bool:
+        """Whether a bulk call to `chat_id` is held back by nothing about that chat (a message
+        in the last second, a private chat's burst, a group's 20 per minute): the broadcast sender sends to such a
+        recipient first rather than stall its batch behind one who must wait."""
         now = asyncio.get_running_loop().time()
-        return max(0.0, self._delay(_Ticket(bulk, chat_id, -1), now))
-
-    async def wait_turn(self, chat_id: int | str, *, bulk: bool = True) -> None:
-        """Wait until a call to `chat_id` could go, without taking its place (the broadcast
-        sender renews its hold on a row then, just before the send)."""
-        ticket = _Ticket(bulk, chat_id, -1)
-        loop = asyncio.get_running_loop()
-        while (delay := self._delay(ticket, loop.time())) > 0:
-            await self._wait_change(delay)
+        chat = _chat_key({"chat_id": chat_id})
+        assert chat is not None
+        windows = self._chats.get(chat)
+        return windows is None or all(window.delay(now) <= 0 for window in windows)
 
     async def _wait_change(self, delay: float) -> None:
         changed = self._changed
@@ -299,12 +337,16 @@ class SendBudget(BaseRateLimiter[dict[str, Any]]):
             await changed.wait()
             return
         try:
-            await asyncio.wait_for(changed.wait(), timeout=delay)
+            await asyncio.wait_for(changed.wait(), timeout=max(delay, MIN_WAIT_S))
         except TimeoutError:
             pass
 
-    async def _take_place(self, bulk: bool, chat: int | str | None) -> tuple[Window, ...]:
-        """Wait for this call's turn, then hold its places in the windows."""
+    async def _take_place(
+        self, bulk: bool, chat: int | str | None
+    ) -> tuple[tuple[Window, ...], float]:
+        """Wait for this call's turn, then hold its places in the windows.
+
+        Returns the windows and the bulk pace's previous slot (to give them back)."""
         loop = asyncio.get_running_loop()
         ticket = _Ticket(bulk, chat, next(self._order))
         self._waiting.append(ticket)
@@ -329,10 +371,17 @@ class SendBudget(BaseRateLimiter[dict[str, Any]]):
                 windows = (self._overall, *windows)
         for window in windows:
             window.started()
-        if bulk:
-            self.pace.started(loop.time())
+        previous_slot = self.pace.started(loop.time()) if bulk else -math.inf
         self._notify()
-        return windows
+        return windows, previous_slot
+
+    def _give_back(self, bulk: bool, windows: tuple[Window, ...], previous_slot: float) -> None:
+        """Places taken but not used: nothing was sent."""
+        for window in windows:
+            window.given_back()
+        if bulk:
+            self.pace.given_back(previous_slot)
+        self._notify()
 
     def _release(self, bulk: bool, windows: tuple[Window, ...]) -> None:
         now = asyncio.get_running_loop().time()
@@ -365,6 +414,9 @@ class SendBudget(BaseRateLimiter[dict[str, Any]]):
         rate_limit_args: dict[str, Any] | None,
     ) -> bool | dict[str, Any] | list[dict[str, Any]]:
         bulk = bool(rate_limit_args and rate_limit_args.get("bulk"))
+        before_send: Callable[[], Awaitable[bool]] | None = (
+            rate_limit_args.get("before_send") if rate_limit_args else None
+        )
         counted = counts_as_message(endpoint)
         chat = _chat_key(data) if counted else None
         # Bulk calls are the broadcast sender's, which puts the row back after a 429;
@@ -372,10 +424,20 @@ class SendBudget(BaseRateLimiter[dict[str, Any]]):
         retries = 0 if bulk or self._overall is None else self.max_retries
         attempt = 0
         while True:
+            windows: tuple[Window, ...] = ()
             if counted:
-                windows = await self._take_place(bulk, chat)
-            else:
-                windows = ()
+                windows, previous_slot = await self._take_place(bulk, chat)
+                if before_send is not None:
+                    try:
+                        go = await before_send()
+                    except BaseException:
+                        self._give_back(bulk, windows, previous_slot)
+                        raise
+                    if not go:
+                        self._give_back(bulk, windows, previous_slot)
+                        raise NotSent(endpoint)
+            elif attempt:
+                # Refused itself: it waits out the pause (other non-messages never do).
                 while (pause := self.paused_for) > 0:
                     await self._wait_change(pause)
             try:

@@ -211,9 +211,11 @@ class Settings(BaseSettings):
     flood_burst: int = Field(default=10, ge=1, le=1000)
     # How long a claimed outbox row stays with the instance that claimed it: after a crash
     # (kill -9, power cut) its unsent rows are picked up by any instance once this runs out.
-    # At least 5 s: the lease is renewed just before each row's sends and must outlast them,
-    # or another instance could claim a row while it is being sent and send it again; a Bot
-    # API call rarely takes a second, and python-telegram-bot gives up reading after 5 s.
+    # At least 5 s: the broadcast sender renews a row's lease once the send budget has
+    # granted each of its sends a place, just before the request, so the lease need only
+    # outlast the request itself (however long the wait for the place), or another instance
+    # could claim a row while it is being sent and send it again; a Bot API call rarely
+    # takes a second, and python-telegram-bot gives up reading after 5 s.
     outbox_lease: Duration = timedelta(minutes=2)
     # At most one error notice to the facilitators' channel per error kind in this interval.
     error_notice_interval: Duration = timedelta(minutes=5)

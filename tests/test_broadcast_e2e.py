@@ -27,6 +27,7 @@ from bot.broadcast_sender import (
 )
 from bot.context import BotApplication
 from bot.services.broadcasts import BroadcastService
+from bot.services.outbox import LEASE, Outbox
 from emulator.client import EmulatorClient, SimulatedUser
 from emulator.server import BotApiEmulator
 from handlers.broadcasts import render_broadcast, show_progress
@@ -492,3 +493,63 @@ async def test_refused_messages_fail_and_passing_errors_are_retried(db, database
     text = report.text or ""
     assert "Envoyés : 2" in text and "Échecs : 1" in text
     assert f"R{resident_ids[0]} : bad request" in text  # Telegram's own words
+
+
+async def _queue_broadcast(application: BotApplication, text: str = TEXT) -> int:
+    service = services_of(application).broadcasts
+    await service.begin(STAFF_ID)
+    await service.take_text(STAFF_ID, text, len(text))
+    await service.skip_photo(STAFF_ID)
+    await service.choose_audience(STAFF_ID, {"kind": "all"})
+    broadcast_id = await service.confirm(STAFF_ID)
+    application.bot_data[SENDER_KEY].kick()
+    return broadcast_id
+
+
+async def test_rows_taken_over_during_a_long_wait_are_not_sent_twice(db, database_url, emulator):
+    """The lease is renewed once the budget grants the place, not before the wait for it."""
+    server, client = emulator
+    clock = new_clock()
+    ids = [95, 96, 97]
+    await seed_residents(db, clock, ids)
+    await client.register(*[client.user(t, f"P{t}", "fr") for t in ids])
+    other_engine = Database(database_url)  # as a second running instance would have
+    try:
+        async with bot_running(settings(server, database_url), clock) as application:
+            application.bot.rate_limiter.pause(6.0)  # a 429: every message waits
+            await _queue_broadcast(application)
+
+            async def claimed() -> bool:
+                async with db.read() as session:
+                    holders = await session.scalars(
+                        select(OutboxMessage.claimed_by).where(
+                            OutboxMessage.broadcast_id.is_not(None)
+                        )
+                    )
+                    return any(holders)
+
+            await wait_until(claimed, timeout=5)
+            clock.advance(LEASE + timedelta(seconds=1))  # the pause outlasts the lease
+            taken = await Outbox(other_engine, clock, "instance-b").claim_due(10, broadcast=True)
+            assert len(taken) == len(ids)
+            await asyncio.sleep(6.5)  # the pause ends: this instance must not send them
+            traffic = await client.traffic()
+            assert not received(traffic, set(ids))
+    finally:
+        await other_engine.dispose()
+
+
+async def test_a_recipient_who_must_wait_does_not_stall_the_batch(db, database_url, emulator):
+    server, client = emulator
+    clock = new_clock()
+    ids = [101, 102, 103]
+    await seed_residents(db, clock, ids)
+    await client.register(*[client.user(t, f"P{t}", "fr") for t in ids])
+    async with bot_running(settings(server, database_url), clock) as application:
+        budget = application.bot.rate_limiter
+        budget._private_interval = 5.0  # a long per-chat wait, to see who goes first
+        await application.bot.send_message(ids[0], "Une réponse")  # the first one must wait
+        broadcast_id = await _queue_broadcast(application)
+        await wait_until(lambda: _closed(db, broadcast_id), timeout=20)
+    order = [chat for chat in (await client.traffic())["chat_ids"] if chat in ids]
+    assert order[0] == ids[0] and sorted(order[1:3]) == ids[1:] and order[3] == ids[0]
