@@ -19,9 +19,10 @@
 
 - a 400 logged once with the method name (never the parameters, which hold texts), and never
   retried: the same request would be refused again;
-- a 429 waited out (its `retry_after`) and retried, only when no `AIORateLimiter` is in front
-  (`RATE_LIMIT_PER_SECOND=0`): the limiter already does it, and doing it twice would double
-  the waits. A `retry_after` longer than `MAX_RETRY_AFTER_S` is raised to the caller;
+- a 429 waited out (its `retry_after`) and retried, only when the send budget
+  (bot/send_budget.py) leaves replies unthrottled (`RATE_LIMIT_PER_SECOND=0`): otherwise the
+  budget already does it, and doing it twice would double the waits. A `retry_after` longer
+  than `MAX_RETRY_AFTER_S` is raised to the caller;
 - `getUpdates` is never retried here: python-telegram-bot's polling loop retries it with its
   own backoff (up to 30 s), and a long poll that failed has nothing to repeat.
 

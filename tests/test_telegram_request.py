@@ -143,7 +143,7 @@ async def test_a_429_is_waited_out_only_without_the_rate_limiter(emulator) -> No
         assert loop.time() - started >= 1.0
     finally:
         await bot.shutdown()
-    limited = await bot_on(server, retry_rate_limits=False)  # AIORateLimiter does it then
+    limited = await bot_on(server, retry_rate_limits=False)  # the send budget does it then
     try:
         await client.fail_next("sendMessage", 429, retry_after=1)
         with pytest.raises(RetryAfter):
