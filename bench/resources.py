@@ -24,9 +24,7 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -36,10 +34,14 @@ from typing import Any
 from sqlalchemy import func, insert, select
 
 from bench.common import (
+    BotProcess,
+    EmulatorProcess,
+    bot_env,
     drop_postgres_database,
     machine,
     machine_line,
     new_postgres_database,
+    rss_mb,
 )
 from bot.clock import ManualClock
 from bot.services.broadcasts import BroadcastService
@@ -50,7 +52,6 @@ from storage.models import OutboxMessage, Resident, StaffMember
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-TOKEN = "123456:BENCH-resources-token"
 RESIDENTS = 10_000
 STAFF_ID = 900
 FIRST_TELEGRAM_ID = 700_000_000
@@ -58,132 +59,24 @@ TEXT = "Fête du numérique samedi à la médiathèque"
 RSS_TARGET_MB = 150.0
 STARTUP_TARGET_S = 2.0
 BROADCAST_RATE = 500
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-# -- /proc ----------------------------------------------------------------------------------
-
-
-def status_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-def cpu_seconds(pid: int) -> float:
-    # Fields after the command name (which may hold spaces) start at index 2: utime is 14th.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def spread(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-# -- processes ------------------------------------------------------------------------------
-
-
-class Emulator:
-    """`python -m emulator` on a free port, in a process of its own."""
-
-    def __init__(self) -> None:
-        self.process: asyncio.subprocess.Process | None = None
-        self.base_url = self.side_url = ""
-
-    async def __aenter__(self) -> Emulator:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "emulator",
-            "--port",
-            "0",
-            "--token",
-            TOKEN,
-            cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        assert self.process.stdout is not None
-        while not (self.base_url and self.side_url):
-            line = (await asyncio.wait_for(self.process.stdout.readline(), 20)).decode()
-            if not line:
-                raise RuntimeError("the emulator stopped at start")
-            if line.startswith("Bot API emulator:"):
-                self.base_url = line.split("base_url=")[1].split()[0]
-            elif line.startswith("Side API:"):
-                self.side_url = line.split()[2].removesuffix("/").removesuffix("/_emulator")
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(self.process.wait(), 10)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-
-
-class Bot:
-    """`python -m bot.cli run` against the emulator, its output in a log file."""
-
-    def __init__(self, emulator: Emulator, database_url: str, workdir: Path) -> None:
-        self.log_path = workdir / "bot.log"
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "TELEGRAM_"))},
-            "BOT_TOKEN": TOKEN,
-            "TELEGRAM_BASE_URL": emulator.base_url,
-            "DATABASE_URL": database_url,
-            "BROADCAST_RATE": str(BROADCAST_RATE),
-            "RATE_LIMIT_PER_SECOND": "0",
-            "QUIET_HOURS": "off",
-            "LOG_LEVEL": "INFO",
-        }
-        self.workdir = workdir  # no .env file there
-        self.process: asyncio.subprocess.Process | None = None
-        self.started = 0.0
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    async def start(self) -> None:
-        self.log_path.unlink(missing_ok=True)
-        log = self.log_path.open("ab")
-        self.started = time.perf_counter()
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot.cli",
-            "run",
-            cwd=self.workdir,
-            env=self.env,
-            stdout=log,
-            stderr=log,
-        )
-        log.close()
-
-    async def ready(self, timeout: float = 60) -> float:
-        """Seconds from the process's start to "bot ready" in its log (polled every 5 ms)."""
-        deadline = self.started + timeout
-        while time.perf_counter() < deadline:
-            if self.log_path.exists() and "bot ready" in self.log_path.read_text("utf-8"):
-                return time.perf_counter() - self.started
-            if self.process is not None and self.process.returncode is not None:
-                break
-            await asyncio.sleep(0.005)
-        raise RuntimeError("the bot did not start:\n" + self.log_path.read_text()[-3000:])
-
-    async def stop(self) -> None:
-        if self.process is None or self.process.returncode is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.process.wait(), timeout=20)
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
+async def start_bot(bot: BotProcess) -> float:
+    """Start the bot; seconds from the process's start to "bot ready" in its log (polled every
+    5 ms: start-up is about a second, so the shared 50 ms wait_for_log is too coarse here)."""
+    bot.log_path.unlink(missing_ok=True)
+    started = time.perf_counter()
+    bot.start()
+    while "bot ready" not in bot.log_text():
+        assert bot.popen is not None
+        if bot.popen.poll() is not None or time.perf_counter() - started > 60:
+            raise RuntimeError("the bot did not start:\n" + bot.log_text()[-3000:])
+        await asyncio.sleep(0.005)
+    return time.perf_counter() - started
 
 
 # -- data -----------------------------------------------------------------------------------
@@ -241,43 +134,41 @@ async def pending(db: Database, broadcast_id: int) -> int:
 # -- measurements -----------------------------------------------------------------------------
 
 
-async def measure_startups(bot: Bot, starts: int) -> tuple[list[float], list[float]]:
+async def measure_startups(bot: BotProcess, starts: int) -> tuple[list[float], list[float]]:
     """Wall seconds to "bot ready", and the CPU seconds the process used to get there (the
     latter hardly depends on what else the machine runs)."""
     times, cpu = [], []
     for _ in range(starts):
-        await bot.start()
-        times.append(await bot.ready())
-        cpu.append(cpu_seconds(bot.pid))
-        await bot.stop()
+        times.append(await start_bot(bot))
+        cpu.append(bot.cpu_seconds())
+        await bot.stop(timeout=20)
     return times, cpu
 
 
 async def measure_broadcast(
-    bot: Bot, db: Database, broadcast_id: int, limit_s: float
+    bot: BotProcess, db: Database, broadcast_id: int, limit_s: float
 ) -> dict[str, Any]:
     """Start the bot with the broadcast pending; sample RSS until it is sent (or limit_s)."""
-    await bot.start()
-    await bot.ready()
+    await start_bot(bot)
     started = time.perf_counter()
     total = await pending(db, broadcast_id)
     samples = []
     while time.perf_counter() - started < limit_s:
-        samples.append(status_kib(bot.pid, "VmRSS"))
+        samples.append(rss_mb(bot.pid))
         if await pending(db, broadcast_id) == 0:
             break
         await asyncio.sleep(0.25)
     left = await pending(db, broadcast_id)
     elapsed = time.perf_counter() - started
     result = {
-        "peak_rss_mb": status_kib(bot.pid, "VmHWM") / 1024,
-        "rss_at_ready_mb": samples[0] / 1024 if samples else None,
-        "rss_last_mb": status_kib(bot.pid, "VmRSS") / 1024,
-        "cpu_s": cpu_seconds(bot.pid),
+        "peak_rss_mb": bot.peak_rss_mb(),
+        "rss_at_ready_mb": samples[0] if samples else None,
+        "rss_last_mb": rss_mb(bot.pid),
+        "cpu_s": bot.cpu_seconds(),
         "sent": total - left,
         "seconds": elapsed,
     }
-    await bot.stop()
+    await bot.stop(timeout=20)
     return result
 
 
@@ -291,9 +182,18 @@ async def run_backend(backend: str, quick: bool, workdir: Path) -> dict[str, Any
     db = Database(url)
     try:
         await upgrade_to_head(db.engine)
-        async with Emulator() as emulator, EmulatorClient(emulator.side_url) as client:
-            await seed(db, client, RESIDENTS)
-            bot = Bot(emulator, url, workdir)
+        emulator = await EmulatorProcess(workdir).started()
+        try:
+            async with EmulatorClient(emulator.side_url) as client:
+                await seed(db, client, RESIDENTS)
+            env = bot_env(
+                emulator,
+                url,
+                broadcast_rate=BROADCAST_RATE,
+                rate_limit_per_second=0,
+                quiet_hours="off",
+            )
+            bot = BotProcess(workdir, env)
             try:
                 startups, startup_cpu = await measure_startups(bot, starts)
                 runs = []
@@ -304,7 +204,9 @@ async def run_backend(backend: str, quick: bool, workdir: Path) -> dict[str, Any
                     runs.append(await measure_broadcast(bot, db, broadcast_id, limit_s))
                     await BroadcastService(db, ManualClock(datetime.now(UTC))).cancel(broadcast_id)
             finally:
-                await bot.stop()
+                await bot.stop(timeout=20)
+        finally:
+            await emulator.stop()
     finally:
         await db.dispose()
         if backend != "sqlite":
