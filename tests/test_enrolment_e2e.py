@@ -4,40 +4,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import pytest
 
-from bot.clock import ManualClock
 from bot.services.residents import ResidentService
-from bot.settings import Settings
-from emulator.client import ChatMessage, EmulatorClient, SimulatedUser
-from emulator.server import BotApiEmulator
+from emulator.client import ChatMessage, SimulatedUser
 from storage.db import Database
-from tests.e2e import bot_running, settings_for
-from tests.factories import new_clock, seed_workshop
-from tests.workshop_admin_helpers import MEDIATOR, places, sign_up, workshop_row
+from tests.e2e import bot_running
+from tests.factories import seed_workshop
+from tests.workshop_admin_helpers import MEDIATOR, places, sign_up, staff_world, workshop_row
+from tests.workshop_admin_helpers import StaffWorld as World
 
 pytestmark = [pytest.mark.storage, pytest.mark.e2e]
 
 CODE = re.compile(r"Code à donner à la personne : ([A-Z0-9]{8})")
 
 
-@dataclass
-class World:
-    client: EmulatorClient
-    settings: Settings
-    db: Database
-    clock: ManualClock
-
-
 @pytest.fixture
 async def world(db: Database, database_url: str) -> AsyncIterator[World]:
-    async with BotApiEmulator() as emulator, EmulatorClient(emulator.side_url) as client:
-        settings = settings_for(
-            emulator, database_url, outbox_sweep_seconds=0.2, staff=f"mediator:{MEDIATOR}"
-        )
-        yield World(client, settings, db, new_clock())
+    async with staff_world(db, database_url, f"mediator:{MEDIATOR}") as world:
+        yield world
 
 
 async def edited(user: SimulatedUser) -> ChatMessage:

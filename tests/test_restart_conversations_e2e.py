@@ -10,44 +10,29 @@ and /needs across a restart), a guided /newworkshop (test_workshop_admin_e2e.py)
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
-from bot.clock import ManualClock
-from bot.settings import Settings
-from emulator.client import ChatMessage, EmulatorClient, SimulatedUser
-from emulator.server import BotApiEmulator
+from emulator.client import ChatMessage, SimulatedUser
 from storage.db import Database
 from storage.models import ConversationState
 from tests.broadcast_helpers import seed_residents
-from tests.e2e import bot_running, settings_for
-from tests.factories import new_clock, seed_place, seed_workshop
-from tests.workshop_admin_helpers import COORDINATOR, MEDIATOR, places, workshop_row
+from tests.e2e import bot_running
+from tests.factories import seed_place, seed_workshop
+from tests.workshop_admin_helpers import COORDINATOR, MEDIATOR, places, staff_world, workshop_row
+from tests.workshop_admin_helpers import StaffWorld as World
 
 pytestmark = [pytest.mark.storage, pytest.mark.e2e]
 
 
-@dataclass
-class World:
-    client: EmulatorClient
-    settings: Settings
-    db: Database
-    clock: ManualClock
-
-
 @pytest.fixture
 async def world(db: Database, database_url: str) -> AsyncIterator[World]:
-    async with BotApiEmulator() as emulator, EmulatorClient(emulator.side_url) as client:
-        settings = settings_for(
-            emulator,
-            database_url,
-            outbox_sweep_seconds=0.2,
-            staff=f"coordinator:{COORDINATOR},mediator:{MEDIATOR}",
-        )
-        yield World(client, settings, db, new_clock())
+    async with staff_world(
+        db, database_url, f"coordinator:{COORDINATOR},mediator:{MEDIATOR}"
+    ) as world:
+        yield world
 
 
 async def edited(user: SimulatedUser, contains: str) -> ChatMessage:

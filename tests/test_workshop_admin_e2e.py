@@ -8,53 +8,39 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
 from bot.callbacks import CallbackCodec
-from bot.clock import ManualClock
 from bot.services.registration import PROMOTION_NOTICE, RegistrationService
 from bot.services.workshop_admin import CHANGE_NOTICE
-from bot.settings import Settings
-from emulator.client import ChatMessage, EmulatorClient, SimulatedUser
-from emulator.server import BotApiEmulator
+from emulator.client import ChatMessage, SimulatedUser
 from storage.db import Database
 from storage.models import Workshop
-from tests.e2e import bot_running, settings_for
-from tests.factories import new_clock, seed_place, seed_workshop
+from tests.e2e import bot_running
+from tests.factories import seed_place, seed_workshop
 from tests.workshop_admin_helpers import (
     COORDINATOR,
     MEDIATOR,
     outbox_of,
     places,
     sign_up,
+    staff_world,
     workshop_row,
 )
+from tests.workshop_admin_helpers import StaffWorld as World
 
 pytestmark = [pytest.mark.storage, pytest.mark.e2e]
 
 
-@dataclass
-class World:
-    client: EmulatorClient
-    settings: Settings
-    db: Database
-    clock: ManualClock
-
-
 @pytest.fixture
 async def world(db: Database, database_url: str) -> AsyncIterator[World]:
-    async with BotApiEmulator() as emulator, EmulatorClient(emulator.side_url) as client:
-        settings = settings_for(
-            emulator,
-            database_url,
-            outbox_sweep_seconds=0.2,
-            staff=f"coordinator:{COORDINATOR},mediator:{MEDIATOR}",
-        )
-        yield World(client, settings, db, new_clock())
+    async with staff_world(
+        db, database_url, f"coordinator:{COORDINATOR},mediator:{MEDIATOR}"
+    ) as world:
+        yield world
 
 
 async def edited(user: SimulatedUser) -> ChatMessage:

@@ -2,17 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
 from sqlalchemy import select
 
 from bot.clock import ManualClock
 from bot.services.registration import RegisterOutcome, RegistrationService
 from bot.services.residents import ResidentService
+from bot.settings import Settings
+from emulator.client import EmulatorClient
+from emulator.server import BotApiEmulator
 from storage.db import Database
 from storage.models import OutboxMessage, Registration, Resident, Workshop
+from tests.e2e import settings_for
+from tests.factories import new_clock
 
 COORDINATOR = 9001
 MEDIATOR = 9002
 FACILITATOR = 9003
+
+
+@dataclass
+class StaffWorld:
+    """The emulator's client and the settings of a bot with staff, on the test's database."""
+
+    client: EmulatorClient
+    settings: Settings
+    db: Database
+    clock: ManualClock
+
+
+@asynccontextmanager
+async def staff_world(db: Database, database_url: str, staff: str) -> AsyncIterator[StaffWorld]:
+    async with BotApiEmulator() as emulator, EmulatorClient(emulator.side_url) as client:
+        settings = settings_for(emulator, database_url, outbox_sweep_seconds=0.2, staff=staff)
+        yield StaffWorld(client, settings, db, new_clock())
 
 
 async def sign_up(
