@@ -25,6 +25,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from storage.sqlite_driver import OneTripDBAPI
+
 SQLITE_BUSY_TIMEOUT_S = 30
 
 
@@ -54,7 +56,8 @@ def _install_sqlite_behaviour(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        if mode is not None:  # None: a single statement, atomic on its own (Database.snapshot)
+            conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 class Database:
@@ -74,9 +77,11 @@ class Database:
                 echo=echo,
                 connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S},
                 hide_parameters=True,
+                module=OneTripDBAPI(),
             )
             _install_sqlite_behaviour(self.engine)
             write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+            snapshot_engine = self.engine.execution_options(sqlite_begin=None)
         else:
             self.engine = create_async_engine(
                 self.url,
@@ -87,18 +92,29 @@ class Database:
                 hide_parameters=True,
             )
             write_engine = self.engine
+            snapshot_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         # SQLite's busy handler polls with growing sleeps; queueing this process's writers on
         # an asyncio lock instead hands the write lock over at once (other processes still
         # wait on the busy timeout).
         self._writer_turn = asyncio.Lock() if self.is_sqlite else None
         self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = async_sessionmaker(write_engine, expire_on_commit=False)
+        self._snapshot_sessions = async_sessionmaker(snapshot_engine, expire_on_commit=False)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A read-only unit of work; never commits."""
         async with self._read_sessions() as session:
             yield session  # closing the session rolls the implicit transaction back
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[AsyncSession]:
+        """A read of ONE statement, outside any transaction: a single statement is atomic and
+        consistent on its own, so the BEGIN and ROLLBACK of a read unit of work would be two
+        more round trips for nothing. For the reads made on almost every tap (the person's
+        profile, a workshop card); anything reading twice must use `read`."""
+        async with self._snapshot_sessions() as session:
+            yield session
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
