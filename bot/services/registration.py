@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,6 +31,69 @@ from storage.models import (
 )
 
 LIVE = (RegistrationStatus.CONFIRMED, RegistrationStatus.WAITLISTED)
+
+# The statements of the sign-up journey are built once, with bound parameters: building a
+# statement costs more than running it, and these run on most taps (bench/journey.py).
+_CONSENTING = select(Resident.id).where(
+    Resident.telegram_id == bindparam("telegram_id"),
+    Resident.consented_at.is_not(None),
+    Resident.erased_at.is_(None),
+)
+_CONSENTING_FOR_SHARE = _CONSENTING.with_for_update(read=True)
+_WORKSHOP_STATE = select(Workshop.status, Workshop.starts_at).where(
+    Workshop.id == bindparam("workshop_id")
+)
+_LIVE_PLACE = select(
+    Registration.id,
+    Registration.status,
+    waitlist_rank_subquery(Registration.waitlist_position).label("rank"),
+).where(
+    Registration.workshop_id == bindparam("workshop_id"),
+    Registration.resident_id == bindparam("resident_id"),
+    Registration.status.in_(LIVE),
+)
+_workshops = Workshop.__table__
+_TAKE_SEAT = (
+    _workshops.update()
+    .where(
+        _workshops.c.id == bindparam("workshop_id"),
+        _workshops.c.status == WorkshopStatus.SCHEDULED,
+        _workshops.c.seats_taken < _workshops.c.capacity,
+    )
+    .values(seats_taken=_workshops.c.seats_taken + 1)
+)
+_RELEASE_SEAT = (
+    _workshops.update()
+    .where(_workshops.c.id == bindparam("workshop_id"))
+    .values(seats_taken=_workshops.c.seats_taken - 1)
+)
+_registrations = Registration.__table__
+_CANCEL_PLACE = (
+    _registrations.update()
+    .where(
+        _registrations.c.id == bindparam("registration_id"),
+        _registrations.c.status == bindparam("registration_status"),
+    )
+    .values(
+        status=RegistrationStatus.CANCELLED,
+        cancelled_at=bindparam("now"),
+        waitlist_position=None,
+    )
+)
+_FIRST_WAITING = (
+    select(Registration.id, Registration.resident_id)
+    .join(Resident, Resident.id == Registration.resident_id)
+    .where(
+        Registration.workshop_id == bindparam("workshop_id"),
+        Registration.status == RegistrationStatus.WAITLISTED,
+        # Defensive: withdrawal and erasure give up waitlist places; someone who would not
+        # be told must never be given a seat silently.
+        Resident.consented_at.is_not(None),
+        Resident.erased_at.is_(None),
+    )
+    .order_by(Registration.waitlist_position)
+    .limit(1)
+)
 PROMOTION_NOTICE = "waitlist_promoted"
 
 
@@ -100,9 +163,7 @@ class RegistrationService:
             if resident_id is None:
                 return RegisterResult(RegisterOutcome.NO_CONSENT)
             workshop = (
-                await session.execute(
-                    select(Workshop.status, Workshop.starts_at).where(Workshop.id == workshop_id)
-                )
+                await session.execute(_WORKSHOP_STATE, {"workshop_id": workshop_id})
             ).one_or_none()
             if workshop is None:
                 return RegisterResult(RegisterOutcome.UNKNOWN)
@@ -134,19 +195,13 @@ class RegistrationService:
                 return CancelResult(CancelOutcome.NOT_REGISTERED)
             registration = (
                 await session.execute(
-                    select(Registration.id, Registration.status).where(
-                        Registration.workshop_id == workshop_id,
-                        Registration.resident_id == resident_id,
-                        Registration.status.in_(LIVE),
-                    )
+                    _LIVE_PLACE, {"workshop_id": workshop_id, "resident_id": resident_id}
                 )
             ).one_or_none()
             if registration is None:
                 return CancelResult(CancelOutcome.NOT_REGISTERED)
-            starts_at, status = (
-                await session.execute(
-                    select(Workshop.starts_at, Workshop.status).where(Workshop.id == workshop_id)
-                )
+            status, starts_at = (
+                await session.execute(_WORKSHOP_STATE, {"workshop_id": workshop_id})
             ).one()
             if starts_at <= now and status == WorkshopStatus.SCHEDULED:
                 return CancelResult(CancelOutcome.STARTED)
@@ -166,9 +221,12 @@ class RegistrationService:
         """Cancel one live place in the caller's transaction: free the seat, promote the first
         person waiting, tell the channel. Also used by erasure (bot/services/privacy.py)."""
         changed = await session.execute(
-            update(Registration)
-            .where(Registration.id == registration_id, Registration.status == registration_status)
-            .values(status=RegistrationStatus.CANCELLED, cancelled_at=now, waitlist_position=None)
+            _CANCEL_PLACE,
+            {
+                "registration_id": registration_id,
+                "registration_status": registration_status,
+                "now": now,
+            },
         )
         if changed.rowcount != 1:
             return CancelResult(CancelOutcome.NOT_REGISTERED)
@@ -240,35 +298,21 @@ async def consenting_resident(
     takes KEY SHARE, which an erasure's UPDATE does not wait for. (SQLite ignores it: its
     writers are serialised already.)
     """
-    query = select(Resident.id).where(
-        Resident.telegram_id == telegram_id,
-        Resident.consented_at.is_not(None),
-        Resident.erased_at.is_(None),
-    )
-    if lock:
-        query = query.with_for_update(read=True)
-    return await session.scalar(query)
+    query = _CONSENTING_FOR_SHARE if lock else _CONSENTING
+    return await session.scalar(query, {"telegram_id": telegram_id})
 
 
 async def _live_place(
     session: AsyncSession, resident_id: int, workshop_id: int
 ) -> RegisterResult | None:
     row = (
-        await session.execute(
-            select(
-                Registration.status, waitlist_rank_subquery(Registration.waitlist_position)
-            ).where(
-                Registration.workshop_id == workshop_id,
-                Registration.resident_id == resident_id,
-                Registration.status.in_(LIVE),
-            )
-        )
+        await session.execute(_LIVE_PLACE, {"workshop_id": workshop_id, "resident_id": resident_id})
     ).one_or_none()
     if row is None:
         return None
-    if row[0] == RegistrationStatus.CONFIRMED:
+    if row.status == RegistrationStatus.CONFIRMED:
         return RegisterResult(RegisterOutcome.ALREADY_CONFIRMED)
-    return RegisterResult(RegisterOutcome.ALREADY_WAITLISTED, row[1])
+    return RegisterResult(RegisterOutcome.ALREADY_WAITLISTED, row.rank)
 
 
 async def seat_or_waitlist(
@@ -314,25 +358,13 @@ async def seat_or_waitlist(
 
 async def take_seat(session: AsyncSession, workshop_id: int) -> bool:
     """Take one seat if any is left: the guard that makes overselling impossible."""
-    result = await session.execute(
-        update(Workshop)
-        .where(
-            Workshop.id == workshop_id,
-            Workshop.status == WorkshopStatus.SCHEDULED,
-            Workshop.seats_taken < Workshop.capacity,
-        )
-        .values(seats_taken=Workshop.seats_taken + 1)
-    )
+    result = await session.execute(_TAKE_SEAT, {"workshop_id": workshop_id})
     return result.rowcount == 1
 
 
 async def release_seat(session: AsyncSession, workshop_id: int) -> None:
     """Give a seat back; also locks the workshop row so promotions happen one at a time."""
-    await session.execute(
-        update(Workshop)
-        .where(Workshop.id == workshop_id)
-        .values(seats_taken=Workshop.seats_taken - 1)
-    )
+    await session.execute(_RELEASE_SEAT, {"workshop_id": workshop_id})
 
 
 async def promote_from_waitlist(
@@ -343,22 +375,7 @@ async def promote_from_waitlist(
     The notice is written to the outbox in the same transaction, so it is sent even if the
     process dies right after the commit. Returns the promoted resident's id, if any.
     """
-    first = (
-        await session.execute(
-            select(Registration.id, Registration.resident_id)
-            .join(Resident, Resident.id == Registration.resident_id)
-            .where(
-                Registration.workshop_id == workshop_id,
-                Registration.status == RegistrationStatus.WAITLISTED,
-                # Defensive: withdrawal and erasure give up waitlist places; someone who
-                # would not be told must never be given a seat silently.
-                Resident.consented_at.is_not(None),
-                Resident.erased_at.is_(None),
-            )
-            .order_by(Registration.waitlist_position)
-            .limit(1)
-        )
-    ).one_or_none()
+    first = (await session.execute(_FIRST_WAITING, {"workshop_id": workshop_id})).one_or_none()
     if first is None or not await take_seat(session, workshop_id):
         return None
     await session.execute(

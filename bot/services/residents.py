@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, or_, select, true, update
+from sqlalchemy import and_, bindparam, case, or_, select, true, update
 
 from bot.clock import Clock
 from storage.db import Database
@@ -38,6 +38,17 @@ def _profile(resident: Resident) -> ResidentProfile:
         language=resident.language,
         consented=resident.consented_at is not None,
     )
+
+
+# Read at the start of every tap (the person's language and consent), so built once: building
+# a statement costs more than running it (bench/journey.py).
+_PROFILE = select(
+    Resident.id,
+    Resident.telegram_id,
+    Resident.first_name,
+    Resident.language,
+    Resident.consented_at.is_not(None).label("consented"),
+).where(Resident.telegram_id == bindparam("telegram_id"))
 
 
 class ResidentService:
@@ -96,11 +107,17 @@ class ResidentService:
             )
 
     async def profile(self, telegram_id: int) -> ResidentProfile | None:
-        async with self._db.read() as session:
-            resident = await session.scalar(
-                select(Resident).where(Resident.telegram_id == telegram_id)
-            )
-            return _profile(resident) if resident else None
+        async with self._db.snapshot() as session:
+            row = (await session.execute(_PROFILE, {"telegram_id": telegram_id})).one_or_none()
+        if row is None:
+            return None
+        return ResidentProfile(
+            id=row.id,
+            telegram_id=row.telegram_id,
+            first_name=row.first_name,
+            language=row.language,
+            consented=bool(row.consented),
+        )
 
     async def give_consent(
         self, telegram_id: int, first_name: str | None, language: str

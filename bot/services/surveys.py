@@ -31,7 +31,7 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import String, cast, delete, func, literal, null, select, update
+from sqlalchemy import String, bindparam, cast, delete, func, literal, null, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -196,6 +196,51 @@ def week_of(moment: datetime, settings: Settings) -> date:
     return day - timedelta(days=day.weekday())
 
 
+# Statements of the survey questions asked right after each registration, built once with bound
+# parameters: building a statement costs more than running it (bench/journey.py).
+_WORKSHOP_START = select(Workshop.starts_at).where(Workshop.id == bindparam("workshop_id"))
+_REGISTRATIONS_OF = (
+    select(func.count())
+    .select_from(Registration)
+    .where(Registration.resident_id == bindparam("resident_id"))
+)
+_WORKSHOP_RUN = select(SurveyRun.id).where(
+    SurveyRun.survey_key == bindparam("survey_key"),
+    SurveyRun.workshop_id == bindparam("workshop_id"),
+)
+_ALWAYS_OPEN_RUN = select(SurveyRun.id).where(
+    SurveyRun.survey_key == bindparam("survey_key"), SurveyRun.workshop_id.is_(None)
+)
+_PARTICIPATION = select(SurveyParticipation.id).where(
+    SurveyParticipation.run_id == bindparam("run_id"),
+    SurveyParticipation.resident_id == bindparam("resident_id"),
+)
+_PARTICIPATION_STATUS = select(SurveyParticipation.status).where(
+    SurveyParticipation.id == bindparam("participation_id")
+)
+_LOCKED_PARTICIPATION = (
+    select(
+        SurveyParticipation,
+        SurveyRun.survey_key,
+        SurveyRun.workshop_id,
+        SurveyRun.closes_at,
+    )
+    .join(SurveyRun, SurveyRun.id == SurveyParticipation.run_id)
+    .join(Resident, Resident.id == SurveyParticipation.resident_id)
+    .where(
+        SurveyParticipation.id == bindparam("participation_id"),
+        Resident.telegram_id == bindparam("telegram_id"),
+        Resident.consented_at.is_not(None),
+    )
+    .with_for_update(of=SurveyParticipation)
+)
+_WORKSHOP_TITLE_AND_CATEGORY = (
+    select(Workshop.title, Theme.need_category)
+    .join(Theme, Theme.id == Workshop.theme_id)
+    .where(Workshop.id == bindparam("workshop_id"))
+)
+
+
 class SurveyService:
     def __init__(
         self, db: Database, clock: Clock, catalog: SurveyCatalog, settings: Settings
@@ -237,9 +282,7 @@ class SurveyService:
         now = self._clock.now()
         async with self._db.write() as session:
             resident_id = await consenting_resident(session, telegram_id)
-            starts_at = await session.scalar(
-                select(Workshop.starts_at).where(Workshop.id == workshop_id)
-            )
+            starts_at = await session.scalar(_WORKSHOP_START, {"workshop_id": workshop_id})
             if resident_id is None or starts_at is None:
                 return Step(StepOutcome.UNKNOWN)
             run_id = await self._run_for(session, AUTONOMY_BEFORE, workshop_id, starts_at, now)
@@ -256,17 +299,13 @@ class SurveyService:
             resident_id = await consenting_resident(session, telegram_id)
             if resident_id is None:
                 return None
-            registrations = await session.scalar(
-                select(func.count())
-                .select_from(Registration)
-                .where(Registration.resident_id == resident_id)
-            )
+            registrations = await session.scalar(_REGISTRATIONS_OF, {"resident_id": resident_id})
             if registrations != 1:
                 return None
             run_id = await self._run_for(session, NEEDS, None, None, now)
             participation_id = await self._participation_for(session, run_id, resident_id, now)
             status = await session.scalar(
-                select(SurveyParticipation.status).where(SurveyParticipation.id == participation_id)
+                _PARTICIPATION_STATUS, {"participation_id": participation_id}
             )
             return participation_id if status == ParticipationStatus.INVITED else None
 
@@ -763,32 +802,15 @@ class SurveyService:
         self, session: AsyncSession, telegram_id: int, participation_id: int
     ) -> _Run | None:
         """The person's participation, locked for this unit of work, with its run."""
-        query = (
-            select(
-                SurveyParticipation,
-                SurveyRun.survey_key,
-                SurveyRun.workshop_id,
-                SurveyRun.closes_at,
-            )
-            .join(SurveyRun, SurveyRun.id == SurveyParticipation.run_id)
-            .join(Resident, Resident.id == SurveyParticipation.resident_id)
-            .where(
-                SurveyParticipation.id == participation_id,
-                Resident.telegram_id == telegram_id,
-                Resident.consented_at.is_not(None),
-            )
-            .with_for_update(of=SurveyParticipation)
-        )
-        row = (await session.execute(query)).one_or_none()
+        params = {"participation_id": participation_id, "telegram_id": telegram_id}
+        row = (await session.execute(_LOCKED_PARTICIPATION, params)).one_or_none()
         if row is None or row.survey_key not in self.catalog.surveys:
             return None
         title = category = None
         if row.workshop_id is not None:
             workshop = (
                 await session.execute(
-                    select(Workshop.title, Theme.need_category)
-                    .join(Theme, Theme.id == Workshop.theme_id)
-                    .where(Workshop.id == row.workshop_id)
+                    _WORKSHOP_TITLE_AND_CATEGORY, {"workshop_id": row.workshop_id}
                 )
             ).one()
             title, category = workshop.title, workshop.need_category
@@ -1118,17 +1140,22 @@ class SurveyService:
     ) -> int:
         """The run of a survey (for a workshop, or the always-open one), created if needed."""
         if workshop_id is None:
+            existing, params = _ALWAYS_OPEN_RUN, {"survey_key": survey_key}
+        else:
+            existing, params = _WORKSHOP_RUN, {"survey_key": survey_key, "workshop_id": workshop_id}
+        run_id = await session.scalar(existing, params)
+        if run_id is not None:  # the usual case: only the first person creates it
+            return run_id
+        if workshop_id is None:
             target = {
                 "index_elements": ["survey_key"],
                 "index_where": SurveyRun.workshop_id.is_(None),
             }
-            same = SurveyRun.workshop_id.is_(None)
         else:
             target = {
                 "index_elements": ["survey_key", "workshop_id"],
                 "index_where": SurveyRun.workshop_id.is_not(None),
             }
-            same = SurveyRun.workshop_id == workshop_id
         await session.execute(
             self._insert(SurveyRun)
             .values(
@@ -1136,9 +1163,7 @@ class SurveyService:
             )
             .on_conflict_do_nothing(**target)
         )
-        run_id = await session.scalar(
-            select(SurveyRun.id).where(SurveyRun.survey_key == survey_key, same)
-        )
+        run_id = await session.scalar(existing, params)
         assert run_id is not None
         return run_id
 
@@ -1146,6 +1171,10 @@ class SurveyService:
         self, session: AsyncSession, run_id: int, resident_id: int, now: datetime
     ) -> int:
         """One participation per person and run: a double tap finds the existing one."""
+        params = {"run_id": run_id, "resident_id": resident_id}
+        participation_id = await session.scalar(_PARTICIPATION, params)
+        if participation_id is not None:
+            return participation_id
         await session.execute(
             self._insert(SurveyParticipation)
             .values(
@@ -1156,10 +1185,6 @@ class SurveyService:
             )
             .on_conflict_do_nothing(index_elements=["run_id", "resident_id"])
         )
-        participation_id = await session.scalar(
-            select(SurveyParticipation.id).where(
-                SurveyParticipation.run_id == run_id, SurveyParticipation.resident_id == resident_id
-            )
-        )
+        participation_id = await session.scalar(_PARTICIPATION, params)
         assert participation_id is not None
         return participation_id

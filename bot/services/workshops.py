@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, and_, func, select
+from sqlalchemy import Integer, Select, and_, bindparam, func, or_, select
+from sqlalchemy.orm import aliased
 
 from bot.clock import Clock
 from storage.db import Database
@@ -103,18 +104,91 @@ def _summary(row) -> WorkshopSummary:
     )
 
 
-def waitlist_rank_subquery(position):
+_AHEAD = Registration.__table__.alias("ahead")
+
+
+def waitlist_rank_subquery(position, workshop_id=Registration.workshop_id):
     """How many people wait ahead of `position`, plus one: the place shown to a person."""
-    ahead = Registration.__table__.alias("ahead")
+    ahead = _AHEAD
     return (
         select(func.count() + 1)
         .where(
-            ahead.c.workshop_id == Registration.workshop_id,
+            ahead.c.workshop_id == workshop_id,
             ahead.c.status == RegistrationStatus.WAITLISTED,
             ahead.c.waitlist_position < position,
         )
         .scalar_subquery()
     )
+
+
+def _card_statement() -> Select:
+    """A workshop card and the person's own place, in one statement built once: the card is
+    read on almost every tap of the sign-up journey (bench/journey.py), and building a
+    statement costs more than running it."""
+    mine = aliased(Registration, name="mine")
+    me = select(Resident.id).where(Resident.telegram_id == bindparam("telegram_id"))
+    waiting = Registration.__table__.alias("waiting")
+    waitlist_length = (
+        select(func.count())
+        .where(
+            waiting.c.workshop_id == Workshop.id,
+            waiting.c.status == RegistrationStatus.WAITLISTED,
+        )
+        .scalar_subquery()
+    )
+    return (
+        _summary_columns()
+        .add_columns(
+            Workshop.description,
+            Workshop.status,
+            Venue.name.label("venue_name"),
+            Venue.address,
+            Venue.latitude,
+            Venue.longitude,
+            Venue.accessibility_notes,
+            Venue.opening_notes,
+            mine.status.label("my_status"),
+            waitlist_rank_subquery(mine.waitlist_position, mine.workshop_id).label("my_rank"),
+            waitlist_length.label("waitlist_length"),
+        )
+        .outerjoin(
+            mine,
+            and_(
+                mine.workshop_id == Workshop.id,
+                mine.resident_id == me.scalar_subquery(),
+                mine.status.in_([RegistrationStatus.CONFIRMED, RegistrationStatus.WAITLISTED]),
+            ),
+        )
+        .where(Workshop.id == bindparam("workshop_id"))
+    )
+
+
+_CARD = _card_statement()
+
+
+def _filtered(statement: Select) -> Select:
+    """Upcoming workshops, in a neighbourhood and of a theme when given (0: all)."""
+    territory_id = bindparam("territory_id", type_=Integer)
+    theme_id = bindparam("theme_id", type_=Integer)
+    return statement.where(
+        Workshop.status == WorkshopStatus.SCHEDULED,
+        Workshop.starts_at > bindparam("now"),
+        or_(territory_id == 0, Venue.territory_id == territory_id),
+        or_(theme_id == 0, Workshop.theme_id == theme_id),
+    )
+
+
+# One page of the catalogue with the number of matching workshops, in one statement built once
+# (the list is shown on every "back to the list" of the sign-up journey).
+_PAGE = (
+    _filtered(_summary_columns().add_columns(func.count().over().label("total")))
+    .order_by(Workshop.starts_at, Workshop.id)
+    .limit(PAGE_SIZE)
+    .offset(bindparam("offset", type_=Integer))
+)
+_COUNT = _filtered(
+    select(func.count()).select_from(Workshop).join(Venue, Venue.id == Workshop.venue_id)
+)
 
 
 class WorkshopCatalogue:
@@ -137,24 +211,19 @@ class WorkshopCatalogue:
         self, territory_id: int = 0, theme_id: int = 0, page: int = 0
     ) -> WorkshopPage:
         """One page of upcoming workshops, soonest first; 0 means "all" for a filter."""
-        conditions = self._upcoming(territory_id, theme_id)
-        async with self._db.read() as session:
-            total = await session.scalar(
-                select(func.count())
-                .select_from(Workshop)
-                .join(Venue, Venue.id == Workshop.venue_id)
-                .where(*conditions)
-            )
-            page_count = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
-            page = min(max(page, 0), page_count - 1)
-            rows = await session.execute(
-                _summary_columns()
-                .where(*conditions)
-                .order_by(Workshop.starts_at, Workshop.id)
-                .limit(PAGE_SIZE)
-                .offset(page * PAGE_SIZE)
-            )
-            return WorkshopPage([_summary(r) for r in rows], page, page_count, total or 0)
+        params = {"now": self._clock.now(), "territory_id": territory_id, "theme_id": theme_id}
+        page = max(page, 0)
+        async with self._db.snapshot() as session:
+            rows = (await session.execute(_PAGE, {**params, "offset": page * PAGE_SIZE})).all()
+        if not rows and page > 0:
+            # Past the last page (workshops started or were cancelled since): the last one.
+            async with self._db.read() as session:
+                total = await session.scalar(_COUNT, params) or 0
+                page = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1) - 1
+                rows = (await session.execute(_PAGE, {**params, "offset": page * PAGE_SIZE})).all()
+        total = rows[0].total if rows else 0
+        page_count = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
+        return WorkshopPage([_summary(r) for r in rows], page, page_count, total)
 
     async def territories(self, theme_id: int = 0) -> list[Choice]:
         """Neighbourhoods that have upcoming workshops (with the current theme filter)."""
@@ -201,49 +270,12 @@ class WorkshopCatalogue:
 
     async def card(self, workshop_id: int, telegram_id: int) -> WorkshopCard | None:
         """Everything a workshop card shows, including the person's own place."""
-        async with self._db.read() as session:
-            row = (
-                await session.execute(
-                    _summary_columns()
-                    .add_columns(
-                        Workshop.description,
-                        Workshop.status,
-                        Venue.name.label("venue_name"),
-                        Venue.address,
-                        Venue.latitude,
-                        Venue.longitude,
-                        Venue.accessibility_notes,
-                        Venue.opening_notes,
-                    )
-                    .where(Workshop.id == workshop_id)
-                )
-            ).one_or_none()
-            if row is None:
-                return None
-            mine = (
-                await session.execute(
-                    select(
-                        Registration.status, waitlist_rank_subquery(Registration.waitlist_position)
-                    )
-                    .join(Resident, Resident.id == Registration.resident_id)
-                    .where(
-                        Registration.workshop_id == workshop_id,
-                        Resident.telegram_id == telegram_id,
-                        Registration.status.in_(
-                            [RegistrationStatus.CONFIRMED, RegistrationStatus.WAITLISTED]
-                        ),
-                    )
-                )
-            ).one_or_none()
-            waitlist_length = await session.scalar(
-                select(func.count()).where(
-                    and_(
-                        Registration.workshop_id == workshop_id,
-                        Registration.status == RegistrationStatus.WAITLISTED,
-                    )
-                )
-            )
-        my_status = mine[0] if mine else None
+        async with self._db.snapshot() as session:
+            params = {"workshop_id": workshop_id, "telegram_id": telegram_id}
+            row = (await session.execute(_CARD, params)).one_or_none()
+        if row is None:
+            return None
+        my_status = row.my_status
         return WorkshopCard(
             summary=_summary(row),
             description=row.description,
@@ -255,7 +287,7 @@ class WorkshopCatalogue:
             accessibility_notes=row.accessibility_notes,
             opening_notes=row.opening_notes,
             my_status=my_status,
-            my_waitlist_rank=mine[1] if my_status == RegistrationStatus.WAITLISTED else None,
-            waitlist_length=waitlist_length or 0,
+            my_waitlist_rank=row.my_rank if my_status == RegistrationStatus.WAITLISTED else None,
+            waitlist_length=row.waitlist_length or 0,
             is_open=row.status == WorkshopStatus.SCHEDULED and row.starts_at > self._clock.now(),
         )
