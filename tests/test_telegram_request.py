@@ -13,10 +13,16 @@ from datetime import timedelta
 
 import pytest
 from telegram import Bot
-from telegram.error import BadRequest, NetworkError, RetryAfter
+from telegram.error import BadRequest, NetworkError, RetryAfter, TimedOut
 
 from bot.health import HEALTH_KEY, BotApiHealth
-from bot.telegram_request import ResilientRequest, api_method, backoff, single_attempt
+from bot.telegram_request import (
+    NOT_SENT,
+    ResilientRequest,
+    api_method,
+    backoff,
+    single_attempt,
+)
 from emulator.client import EmulatorClient
 from emulator.server import BotApiEmulator
 from tests.e2e import bot_running, settings_for
@@ -209,3 +215,82 @@ async def test_the_bot_survives_an_outage_and_catches_up(db, database_url, emula
         assert health.last_success_at is not None and health.last_success_at > outage_ended
     stats = await client.stats()
     assert stats["errors"].get("502", 0) > 0
+
+
+async def test_a_closed_port_is_a_send_that_never_left_and_is_retried(monkeypatch) -> None:
+    """Nothing listening: the connection never opened, so even a send is repeated, then the
+    error reaches the caller with its cause."""
+    import socket
+
+    monkeypatch.setattr("bot.telegram_request.BASE_DELAY_S", 0.01)
+    with socket.socket() as probe:  # a port that nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sleeps: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def counted_sleep(delay: float) -> None:
+        sleeps.append(delay)
+        await real_sleep(0)
+
+    bot = Bot("123:abc", base_url=f"http://127.0.0.1:{port}/bot", request=ResilientRequest())
+    await bot.request.initialize()  # type: ignore[attr-defined]  # no getMe: nothing answers
+    monkeypatch.setattr("bot.telegram_request.asyncio.sleep", counted_sleep)
+    try:
+        with pytest.raises(NetworkError) as raised:
+            await bot.send_message(PERSON, TEXT)
+    finally:
+        await bot.request.shutdown()  # type: ignore[attr-defined]
+    assert isinstance(raised.value.__cause__, NOT_SENT)
+    assert len(sleeps) == ResilientRequest().max_retries  # every retry was taken
+
+
+async def test_a_slow_answer_times_out_within_the_read_timeout() -> None:
+    """A Bot API that takes the request and never answers gives TimedOut, not a hang."""
+    from aiohttp import web
+
+    release = asyncio.Event()
+    received: list[str] = []
+
+    async def silent(request: web.Request) -> web.Response:
+        received.append(request.match_info["method"])
+        await release.wait()
+        return web.json_response({"ok": True, "result": True})
+
+    app = web.Application()
+    app.router.add_post("/bot{token}/{method}", silent)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    bot = Bot("123:abc", base_url=f"http://127.0.0.1:{port}/bot", request=ResilientRequest())
+    await bot.request.initialize()  # type: ignore[attr-defined]
+    try:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(TimedOut):
+            await bot.send_message(PERSON, TEXT, read_timeout=0.3)
+        assert loop.time() - start < 3
+        assert received == ["sendMessage"]  # sent once: a send that timed out is not repeated
+    finally:
+        release.set()
+        await bot.request.shutdown()  # type: ignore[attr-defined]
+        await runner.cleanup()
+
+
+async def test_files_and_fields_travel_together_in_one_multipart_request(emulator) -> None:
+    """sendDocument: the file's name, type and bytes arrive with the other parameters."""
+    server, client = emulator
+    bot = await bot_on(server)
+    try:
+        content = b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n"
+        sent = await bot.send_document(
+            PERSON, document=content, filename="atelier.ics", caption="Votre atelier"
+        )
+    finally:
+        await bot.shutdown()
+    assert sent.document is not None and sent.document.file_name == "atelier.ics"
+    assert sent.caption == "Votre atelier"
+    downloaded = await client.download(sent.document.file_id)
+    assert downloaded == content
