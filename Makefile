@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run demo test test-sqlite lint migrate clean bench bench-quick
+.PHONY: run demo playground test chromium test-sqlite lint migrate clean bench bench-quick
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -37,11 +37,27 @@ run: $(INSTALLED)
 demo: $(INSTALLED)
 	$(BIN)/capacity-bot demo
 
+# The whole bot in a browser page, offline (http://127.0.0.1:8080/; PORT=0 for any free port).
+playground: $(INSTALLED)
+	$(BIN)/capacity-bot playground --port $(or $(PORT),8080)
+
 # Every storage and end-to-end test runs on SQLite and on PostgreSQL (TEST_POSTGRES_URL,
 # default postgresql+asyncpg://postgres@127.0.0.1:5432/test). With CI=true a missing
 # PostgreSQL fails the run.
-test: $(INSTALLED)
+test: $(INSTALLED) chromium
 	$(BIN)/python -m pytest
+
+# The playground's browser tests drive Debian's chromium: installed here when missing (as root
+# with apt-get). Without it they are skipped locally and fail with CI=true.
+chromium:
+	@[ -x /usr/bin/chromium ] || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "Installing chromium for the browser tests"; \
+			{ apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
+				echo "Could not install chromium: the browser tests will not run"; \
+		else \
+			echo "The browser tests need chromium: sudo apt-get install chromium"; \
+		fi; }
 
 test-sqlite: $(INSTALLED)
 	$(BIN)/python -m pytest -k "not postgresql"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -60,6 +60,18 @@ def _mark_hidden(axes, positions: Sequence[float], values: Sequence[int | None],
             axes.text(position, 0, text, ha="center", va="bottom", fontsize=8, color="#555555")
 
 
+def _nothing_to_plot(axes, values: Iterable[int | None], *, horizontal: bool = False) -> None:
+    """When every figure is hidden or zero, a 0-to-1 count axis instead of matplotlib's
+    -0.04 to 0.04 around an empty bar (a negative count of people reads as a bug)."""
+    if not any(values):
+        if horizontal:
+            axes.set_xlim(0, 1)
+            axes.set_xticks([0, 1])
+        else:
+            axes.set_ylim(0, 1)
+            axes.set_yticks([0, 1])
+
+
 def _empty(figure: Figure, words: ChartText) -> bytes:
     axes = figure.add_subplot()
     axes.set_title(words.title)
@@ -89,6 +101,7 @@ def grouped_bars(
             label=words.series[index] if index < len(words.series) else None,
         )
         _mark_hidden(axes, positions, values, words.hidden)
+    _nothing_to_plot(axes, (value for values in series for value in values[:MAX_BARS]))
     axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
     axes.set_title(words.title)
     axes.set_xlabel(words.x_label)
@@ -118,6 +131,7 @@ def stacked_bars(
             label=_short(name, 28),
         )
         left = [a + b for a, b in zip(left, counts, strict=True)]
+    _nothing_to_plot(axes, left, horizontal=True)
     axes.set_yticks(range(len(labels)), labels, fontsize=8)
     axes.invert_yaxis()
     axes.set_title(words.title)
@@ -152,6 +166,7 @@ def timeline(days: Sequence[date], values: Sequence[int | None], words: ChartTex
     positions = list(range(len(days)))
     axes.bar(positions, [value or 0 for value in values], color=COLOURS[0])
     _mark_hidden(axes, positions, values, words.hidden)
+    _nothing_to_plot(axes, values)
     step = max(1, len(days) // 12)
     axes.set_xticks(
         positions[::step],

@@ -1,4 +1,4 @@
-"""The `capacity-bot` command: run, demo, migrate, import, backup."""
+"""The `capacity-bot` command: run, demo, playground, migrate, import, backup."""
 
 from __future__ import annotations
 
@@ -41,6 +41,21 @@ def _parser() -> argparse.ArgumentParser:
         default="sqlite+aiosqlite:///./data/demo.sqlite3",
         help="database of the demo (default: %(default)s)",
     )
+    playground = commands.add_parser(
+        "playground",
+        help="try the whole bot in a browser page, offline (residents, staff, time travel)",
+    )
+    playground.add_argument(
+        "--port",
+        type=_port,
+        default=8080,
+        help="port of the page on 127.0.0.1; 0 picks a free one (default: %(default)s)",
+    )
+    playground.add_argument(
+        "--database",
+        default="sqlite+aiosqlite:///./data/playground.sqlite3",
+        help="SQLite file of the playground, recreated at each start (default: %(default)s)",
+    )
     commands.add_parser("migrate", help="bring the database schema up to date")
     importer = commands.add_parser("import", help="import a catalogue YAML file")
     importer.add_argument("file", type=Path, help="the catalogue file (see bot/catalogue/)")
@@ -54,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
         help="the backup file, or a folder for it (default: ./backups/capacity-bot-<time>.sqlite3)",
     )
     return parser
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or int(value) > 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port (0 to 65535)")
+    return int(value)
 
 
 async def _migrate(settings: Settings) -> None:
@@ -142,16 +163,29 @@ def main(argv: list[str] | None = None) -> int:
             from bot.demo import run_demo
 
             asyncio.run(run_demo(settings, args.database, today=date.today()))
+        elif args.command == "playground":
+            from bot.playground.run import run_playground
+
+            asyncio.run(run_playground(settings, args.database, port=args.port, today=date.today()))
     except (ConfigurationError, SurveyDefinitionError) as exc:
         print(f"capacity-bot: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except (OSError, DBAPIError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        print(
-            f"capacity-bot: DATABASE_URL: cannot open the database ({reason}); "
-            "expected a reachable database (is the server running?)",
-            file=sys.stderr,
-        )
+        if args.command == "playground" and isinstance(exc, OSError):
+            # Its page files and port are checked where they are used: this is the system.
+            message = f"playground: stopped on a system error ({reason})"
+        elif args.command == "playground":
+            message = (
+                f"--database: cannot open the playground's database ({reason}); "
+                "expected a writable SQLite file"
+            )
+        else:
+            message = (
+                f"DATABASE_URL: cannot open the database ({reason}); "
+                "expected a reachable database (is the server running?)"
+            )
+        print(f"capacity-bot: {message}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130

@@ -515,8 +515,11 @@ resident · :help · :quit
 Demo data: {kept}"""
 
 
-async def _prepare_database(database_url: str, settings: Settings, today: date) -> int:
-    """Migrates the demo database and (re)imports the sample catalogue; the workshop count."""
+async def prepare_database(database_url: str, settings: Settings, today: date) -> int:
+    """Migrates an offline database and (re)imports the sample catalogue; the workshop count.
+
+    Shared by the demo and the playground, so both show the same Saint-Étienne catalogue.
+    """
     catalogue = load_catalogue(
         SAMPLE_CATALOGUE, default_language=settings.default_language, tz=settings.tz, today=today
     )
@@ -531,46 +534,59 @@ async def _prepare_database(database_url: str, settings: Settings, today: date) 
     return len(catalogue.workshops)
 
 
-def _quiet_logs() -> None:
-    """Only warnings and errors: the terminal belongs to the conversation."""
+def offline_settings(settings: Settings, **values: object) -> Settings:
+    """The operator's settings with ``values`` on top, without their tokens.
+
+    An offline run (demo, playground) must never reach Telegram with a real token: its bot
+    gets the emulator's demo token and address through ``values``.
+    """
+    return load_settings(**{**settings.model_dump(exclude={"bot_token", "demo_token"}), **values})
+
+
+def quiet_logs() -> None:
+    """Only warnings and errors: the terminal belongs to the conversation (or the banner)."""
     for logger in (logging.getLogger(), logging.getLogger("telegram")):
         if logger.level < logging.WARNING:
             logger.setLevel(logging.WARNING)
 
 
-def _on_interrupt(callback: Callable[[], object]) -> Callable[[], None]:
-    """Calls ``callback`` on Ctrl-C (where the loop supports it); returns the undo."""
+def on_signals(callback: Callable[[], object], *signums: signal.Signals) -> Callable[[], None]:
+    """Calls ``callback`` on these signals (where the loop supports it); returns the undo.
+
+    Offline runs stop cleanly on Ctrl-C (and SIGTERM) instead of dying in the middle of a send.
+    """
     loop = asyncio.get_running_loop()
-    try:
-        loop.add_signal_handler(signal.SIGINT, callback)
-    except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
-        return lambda: None
-    return lambda: loop.remove_signal_handler(signal.SIGINT)
+    installed = []
+    for signum in signums:
+        try:
+            loop.add_signal_handler(signum, callback)
+        except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
+            continue
+        installed.append(signum)
+
+    def undo() -> None:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+    return undo
 
 
 async def run_demo(settings: Settings, database_url: str, *, today: date) -> None:
     """Runs the emulator, the bot and the terminal session until :quit, Ctrl-D or Ctrl-C."""
-    _quiet_logs()
+    quiet_logs()
     out = sys.stdout
     for stream in (sys.stdin, sys.stdout):
         with contextlib.suppress(AttributeError, ValueError):
             stream.reconfigure(errors="replace")  # type: ignore[attr-defined]
     token = settings.demo_token.get_secret_value()
-    demo_settings = load_settings(
-        **{
-            **settings.model_dump(exclude={"bot_token", "demo_token"}),
-            "database_url": database_url,
-        }
-    )
-    workshops = await _prepare_database(demo_settings.database_url, demo_settings, today)
+    demo_settings = offline_settings(settings, database_url=database_url)
+    workshops = await prepare_database(demo_settings.database_url, demo_settings, today)
     async with BotApiEmulator(token=token) as emulator:
-        demo_settings = load_settings(
-            **{
-                **demo_settings.model_dump(exclude={"bot_token", "demo_token"}),
-                "bot_token": token,
-                "telegram_base_url": emulator.base_url,
-                "rate_limit_per_second": 0,
-            }
+        demo_settings = offline_settings(
+            demo_settings,
+            bot_token=token,
+            telegram_base_url=emulator.base_url,
+            rate_limit_per_second=0,
         )
         async with (
             running(build_application(demo_settings)),
@@ -586,7 +602,7 @@ async def run_demo(settings: Settings, database_url: str, *, today: date) -> Non
             out.flush()
             follower = asyncio.create_task(demo.follow())
             session = asyncio.create_task(demo.session(LineReader(sys.stdin)))
-            undo = _on_interrupt(session.cancel)
+            undo = on_signals(session.cancel, signal.SIGINT)
             try:
                 await session
             except asyncio.CancelledError:

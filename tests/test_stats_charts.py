@@ -55,3 +55,18 @@ async def test_charts_render_in_parallel_threads() -> None:
         *(asyncio.to_thread(charts.distribution, (i, 5, 6, 7, 8), WORDS) for i in range(6))
     )
     assert len({png for png in pngs}) == 6  # different data, different pictures
+
+
+def test_a_chart_of_hidden_figures_only_counts_from_zero(monkeypatch) -> None:
+    """Only "< 5" bars: the count axis goes 0 to 1, not -0.04 to 0.04 around nothing."""
+    drawn: list = []
+    monkeypatch.setattr(charts, "_png", lambda figure: drawn.append(figure) or b"")
+    charts.grouped_bars(["Atelier A", "Atelier B"], [[None, None], [None, 0]], WORDS)
+    charts.timeline([date(2026, 11, 2), date(2026, 11, 3)], [None, None], WORDS)
+    charts.stacked_bars(["Tarentaize"], {"Santé": [None]}, WORDS)
+    vertical, by_day, horizontal = (figure.axes[0] for figure in drawn)
+    assert vertical.get_ylim() == by_day.get_ylim() == (0.0, 1.0)
+    assert horizontal.get_xlim() == (0.0, 1.0)
+    # Some figure shown: matplotlib's own scale, from zero up.
+    charts.grouped_bars(["Atelier A"], [[None], [7]], WORDS)
+    assert drawn[-1].axes[0].get_ylim()[0] == 0
