@@ -40,7 +40,15 @@ log = logging.getLogger(__name__)
 
 NOTICES_KEY = "error_notices"
 # Library frames, skipped to find the place of an error (the first other frame: the handler).
-LIBRARY_MODULES = ("telegram", "asyncio", "contextlib", "apscheduler", "aiohttp", "httpx", "httpcore")
+LIBRARY_MODULES = (
+    "telegram",
+    "asyncio",
+    "contextlib",
+    "apscheduler",
+    "aiohttp",
+    "httpx",
+    "httpcore",
+)
 NOT_A_PLACE = (__name__, "bot.telegram_request")
 BLOCKED_MARKERS = ("blocked by the user", "user is deactivated")
 

@@ -124,7 +124,8 @@ def configure_logging(level: str, secrets: list[str], log_format: str = "text") 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # httpx logs every request URL, and Bot API URLs contain the token.
+    # httpx (which python-telegram-bot still imports) logs every request URL, and Bot API URLs
+    # contain the token; the bot's own requests go through aiohttp, which logs none.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -215,8 +215,7 @@ async def serve(
     server: BotHttpServer | None = None
     probe: asyncio.Task[None] | None = None
     if webhook or settings.health_port:
-        # aiohttp only when an HTTP server is wanted: its import (SSL contexts made at import
-        # time) was a tenth of the start-up of a bot that polls without /health (issue 6).
+        # The webhook server's module only when an HTTP server is wanted.
         from bot.webhook import BotHttpServer, webhook_path
     try:
         await _with_retries("connecting to the Bot API", application.initialize, stop)

@@ -140,10 +140,18 @@ def _retry_after(payload: bytes) -> float | None:
 class AiohttpRequest(BaseRequest):
     """python-telegram-bot's requests over one aiohttp client session (see module).
 
-    The defaults are those of PTB's HTTPXRequest: 256 connections, 5 s to connect, read and
-    write, 1 s to get a free connection, 20 s to write a file. aiohttp has no separate write
-    timeout: a write is bounded by the read timeout that follows it (`sock_read`), and files by
-    `media_write_timeout` in total.
+    The defaults are those of PTB's HTTPXRequest: 256 connections, 5 s to connect and to read,
+    1 s to get a free connection. Differences, as aiohttp has fewer kinds of timeouts:
+
+    - getting a free connection and opening it share one limit (pool + connect timeouts; none
+      when either is None); opening alone has the connect timeout;
+    - writing has no timeout of its own (the read timeout starts once the request is written),
+      as HTTPXRequest has no overall limit: a large upload on a slow link is never cut short.
+      `write_timeout` and `media_write_timeout` are accepted for PTB's API and unused.
+
+    Like httpx: proxy settings are taken from the environment (HTTPS_PROXY, NO_PROXY...), file
+    names are sent as UTF-8, redirects are not followed, and idle connections are dropped after
+    5 s, before servers close them.
     """
 
     def __init__(
@@ -171,14 +179,10 @@ class AiohttpRequest(BaseRequest):
     async def initialize(self) -> None:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=self._pool_size,
-                    # Below the servers' own idle timeouts, so that a kept-alive connection is
-                    # not reused just as the server closes it.
-                    keepalive_timeout=10,
-                ),
+                connector=aiohttp.TCPConnector(limit=self._pool_size, keepalive_timeout=5),
                 headers={"User-Agent": self.USER_AGENT},
                 skip_auto_headers=("Accept-Encoding",),
+                trust_env=True,
             )
 
     async def shutdown(self) -> None:
@@ -203,26 +207,22 @@ class AiohttpRequest(BaseRequest):
         read = self._read_timeout if _is_default(read_timeout) else read_timeout
         connect = self._connect_timeout if _is_default(connect_timeout) else connect_timeout
         pool = self._pool_timeout if _is_default(pool_timeout) else pool_timeout
-        total = None
-        if files:
-            total = self._media_write_timeout if _is_default(write_timeout) else write_timeout
-            if total is not None and read is not None:
-                total += read
         timeout = aiohttp.ClientTimeout(
-            total=total,
-            # Waiting for a free connection of the pool, then opening one if needed.
-            connect=None if pool is None and connect is None else (pool or 0) + (connect or 0),
+            total=None,
+            connect=None if pool is None or connect is None else pool + connect,
             sock_connect=connect,
             sock_read=read,
         )
         data: Any = fields
         if files:
-            form = aiohttp.FormData(fields or {})
+            form = aiohttp.FormData(fields or {}, quote_fields=False)
             for name, (file_name, content, mime_type) in files.items():
                 form.add_field(name, content, filename=file_name, content_type=mime_type)
             data = form
         try:
-            async with self._session.request(method, url, data=data, timeout=timeout) as answer:
+            async with self._session.request(
+                method, url, data=data, timeout=timeout, allow_redirects=False
+            ) as answer:
                 return answer.status, await answer.read()
         except aiohttp.ConnectionTimeoutError as exc:
             raise TimedOut(
@@ -231,7 +231,9 @@ class AiohttpRequest(BaseRequest):
         except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
             raise TimedOut from exc
         except aiohttp.ClientError as exc:
-            raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
+            # Some of aiohttp's messages quote the URL, which holds the token.
+            reason = str(exc).replace(url, api_method(url))
+            raise NetworkError(f"aiohttp.{type(exc).__name__}: {reason}") from exc
 
 
 def _is_default(value: Any) -> bool:

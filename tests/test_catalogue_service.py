@@ -45,6 +45,8 @@ async def test_pages_filters_and_a_page_past_the_end(db: Database) -> None:
     past = await catalogue.upcoming(page=7)
     assert past.page == 1
     assert [w.id for w in past.items] == [w.id for w in second.items]
+    absurd = await catalogue.upcoming(page=2**40)  # never an overflow in the database
+    assert absurd.page == 1
     nothing = await catalogue.upcoming(territory_id=territory_north, theme_id=south[2], page=3)
     assert (nothing.page, nothing.page_count, nothing.total, nothing.items) == (0, 1, 0, [])
 

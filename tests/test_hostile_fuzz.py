@@ -85,7 +85,16 @@ COMMANDS = (
 ).split()
 # Library loggers at DEBUG would hold whole updates; production keeps them at INFO and above
 # (bot/logs.py), and so does the audit.
-LIBRARY_LOGGERS = ("telegram", "aiohttp", "httpx", "httpcore", "aiosqlite", "asyncpg", "sqlalchemy", "hpack")
+LIBRARY_LOGGERS = (
+    "telegram",
+    "aiohttp",
+    "httpx",
+    "httpcore",
+    "aiosqlite",
+    "asyncpg",
+    "sqlalchemy",
+    "hpack",
+)
 
 
 @dataclass

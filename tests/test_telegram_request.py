@@ -286,11 +286,11 @@ async def test_files_and_fields_travel_together_in_one_multipart_request(emulato
     try:
         content = b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n"
         sent = await bot.send_document(
-            PERSON, document=content, filename="atelier.ics", caption="Votre atelier"
+            PERSON, document=content, filename="atelier été.ics", caption="Votre atelier"
         )
     finally:
         await bot.shutdown()
-    assert sent.document is not None and sent.document.file_name == "atelier.ics"
+    assert sent.document is not None and sent.document.file_name == "atelier été.ics"
     assert sent.caption == "Votre atelier"
     downloaded = await client.download(sent.document.file_id)
     assert downloaded == content

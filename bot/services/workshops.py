@@ -22,6 +22,7 @@ from storage.models import (
 )
 
 PAGE_SIZE = 5
+MAX_PAGE = 10_000  # far beyond any catalogue; keeps the offset a small integer
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,7 @@ class WorkshopCatalogue:
     ) -> WorkshopPage:
         """One page of upcoming workshops, soonest first; 0 means "all" for a filter."""
         params = {"now": self._clock.now(), "territory_id": territory_id, "theme_id": theme_id}
-        page = max(page, 0)
+        page = min(max(page, 0), MAX_PAGE)
         async with self._db.snapshot() as session:
             rows = (await session.execute(_PAGE, {**params, "offset": page * PAGE_SIZE})).all()
         if not rows and page > 0:
@@ -221,6 +222,8 @@ class WorkshopCatalogue:
                 total = await session.scalar(_COUNT, params) or 0
                 page = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1) - 1
                 rows = (await session.execute(_PAGE, {**params, "offset": page * PAGE_SIZE})).all()
+        if not rows:
+            page = 0
         total = rows[0].total if rows else 0
         page_count = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
         return WorkshopPage([_summary(r) for r in rows], page, page_count, total)
