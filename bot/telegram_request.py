@@ -149,7 +149,8 @@ class AiohttpRequest(BaseRequest):
       as HTTPXRequest has no overall limit: a large upload on a slow link is never cut short.
       `write_timeout` and `media_write_timeout` are accepted for PTB's API and unused.
 
-    Like httpx: proxy settings are taken from the environment (HTTPS_PROXY, NO_PROXY...), file
+    Requests without files carry their parameters as a JSON body (the Bot API's
+    application/json), not url-encoded. Like httpx: proxy settings are taken from the environment (HTTPS_PROXY, NO_PROXY...), file
     names are sent as UTF-8, redirects are not followed, and idle connections are dropped after
     5 s, before servers close them.
     """
@@ -203,7 +204,6 @@ class AiohttpRequest(BaseRequest):
         if self._session is None or self._session.closed:
             raise RuntimeError("This AiohttpRequest is not initialized!")
         files = request_data.multipart_data if request_data else None
-        fields = request_data.json_parameters if request_data else None
         read = self._read_timeout if _is_default(read_timeout) else read_timeout
         connect = self._connect_timeout if _is_default(connect_timeout) else connect_timeout
         pool = self._pool_timeout if _is_default(pool_timeout) else pool_timeout
@@ -213,15 +213,22 @@ class AiohttpRequest(BaseRequest):
             sock_connect=connect,
             sock_read=read,
         )
-        data: Any = fields
+        data: Any = None
+        headers = None
         if files:
-            form = aiohttp.FormData(fields or {}, quote_fields=False)
+            assert request_data is not None
+            form = aiohttp.FormData(request_data.json_parameters, quote_fields=False)
             for name, (file_name, content, mime_type) in files.items():
                 form.add_field(name, content, filename=file_name, content_type=mime_type)
             data = form
+        elif request_data is not None and request_data.parameters:
+            # A JSON body, which the Bot API takes for every method but uploads: url-encoding
+            # long texts and keyboards character by character cost more than json.dumps.
+            data = json.dumps(request_data.parameters).encode()
+            headers = _JSON
         try:
             async with self._session.request(
-                method, url, data=data, timeout=timeout, allow_redirects=False
+                method, url, data=data, headers=headers, timeout=timeout, allow_redirects=False
             ) as answer:
                 return answer.status, await answer.read()
         except aiohttp.ConnectionTimeoutError as exc:
@@ -234,6 +241,9 @@ class AiohttpRequest(BaseRequest):
             # Some of aiohttp's messages quote the URL, which holds the token.
             reason = str(exc).replace(url, api_method(url))
             raise NetworkError(f"aiohttp.{type(exc).__name__}: {reason}") from exc
+
+
+_JSON = {"Content-Type": "application/json"}
 
 
 def _is_default(value: Any) -> bool:
