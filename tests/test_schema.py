@@ -77,3 +77,25 @@ async def test_upgrade_with_data_then_downgrade_to_nothing(empty_database_url: s
         assert set(tables) <= {"alembic_version"}
     finally:
         await database.dispose()
+
+
+def test_the_head_revision_known_to_the_bot_is_alembics() -> None:
+    from alembic.script import ScriptDirectory
+
+    from storage.migrate import HEAD_REVISION, alembic_config
+
+    assert ScriptDirectory.from_config(alembic_config()).get_heads() == [HEAD_REVISION]
+
+
+async def test_a_database_at_head_is_checked_without_alembic(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start of the bot on an up-to-date database: one query, no migration scripts."""
+    from storage import migrate
+
+    def no_alembic() -> None:
+        raise AssertionError("Alembic was loaded for a database already at head")
+
+    monkeypatch.setattr(migrate, "alembic_config", no_alembic)
+    await migrate.upgrade_to_head(db.engine)
+    assert await migrate._recorded_revision(db.engine) == migrate.HEAD_REVISION
