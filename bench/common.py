@@ -78,7 +78,7 @@ def machine_line(info: dict[str, Any] | None = None) -> str:
 
 def postgres_version() -> str:
     async def ask() -> str:
-        conn = await asyncpg.connect(_plain_dsn(POSTGRES_ADMIN_URL), timeout=5)
+        conn = await asyncpg.connect(plain_dsn(POSTGRES_ADMIN_URL), timeout=5)
         try:
             return str(await conn.fetchval("SHOW server_version"))
         finally:
@@ -105,12 +105,15 @@ def _run_coroutine(coroutine: Any) -> Any:
 # -- databases -----------------------------------------------------------------------------
 
 
-def _plain_dsn(url: str) -> str:
+def plain_dsn(url: str) -> str:
+    """asyncpg's own DSN for an SQLAlchemy URL (no "+asyncpg" driver part)."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def _admin_execute(statement: str) -> None:
-    conn = await asyncpg.connect(_plain_dsn(POSTGRES_ADMIN_URL), timeout=5)
+async def admin_execute(statement: str, admin_url: str = POSTGRES_ADMIN_URL) -> None:
+    """One statement outside any transaction (CREATE/DROP DATABASE), as the admin; shared
+    with the tests' fixtures."""
+    conn = await asyncpg.connect(plain_dsn(admin_url), timeout=5)
     try:
         await conn.execute(statement)
     finally:
@@ -120,18 +123,18 @@ async def _admin_execute(statement: str) -> None:
 async def new_postgres_database(prefix: str) -> str:
     """A new, empty PostgreSQL database (``capacity_bench_<prefix>_<random>``); its URL."""
     name = f"capacity_bench_{prefix}_{uuid.uuid4().hex[:8]}"
-    await _admin_execute(f'CREATE DATABASE "{name}"')
+    await admin_execute(f'CREATE DATABASE "{name}"')
     return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
 
 
 async def drop_postgres_database(url: str) -> None:
     name = make_url(url).database
-    await _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def postgres_available() -> bool:
     try:
-        await _admin_execute("SELECT 1")
+        await admin_execute("SELECT 1")
     except (OSError, asyncpg.PostgresError, TimeoutError):
         return False
     return True

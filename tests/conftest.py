@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from bench.common import admin_execute
 from storage.db import Database
 from storage.migrate import upgrade_to_head
 from storage.models import Base
@@ -30,23 +31,11 @@ BACKENDS = ("sqlite", "postgresql")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def _plain_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def _admin_execute(statement: str) -> None:
-    conn = await asyncpg.connect(_plain_dsn(POSTGRES_ADMIN_URL), timeout=5)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 def _new_postgres_database(prefix: str) -> str:
     """Create a database and return its URL; skip (locally) or fail (in CI) when unreachable."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
-        asyncio.run(_admin_execute(f'CREATE DATABASE "{name}"'))
+        asyncio.run(admin_execute(f'CREATE DATABASE "{name}"', POSTGRES_ADMIN_URL))
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         message = f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL}: {exc}"
         if IN_CI:
@@ -57,7 +46,7 @@ def _new_postgres_database(prefix: str) -> str:
 
 def _drop_postgres_database(url: str) -> None:
     name = make_url(url).database
-    asyncio.run(_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', POSTGRES_ADMIN_URL))
 
 
 async def _migrate(url: str) -> None:
