@@ -43,11 +43,10 @@ async def _add_resident(db: Database, telegram_id: int) -> int:
         return resident.id
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # aiosqlite's thread only
 async def test_sqlite_statement_is_one_trip_and_units_do_not_roll_back_twice(
-    db: Database, backend: str, trips: Counter[str]
+    db: Database, trips: Counter[str]
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("trips to aiosqlite's thread exist on SQLite only")
     await _add_resident(db, 1)  # the pool's first connection is made here
     trips.clear()
 
