@@ -68,6 +68,8 @@ ECHO_STEPS = ("Again",)
 FIRST_USER_ID = 10_000
 OPEN_LOOP_RATE = 50.0  # updates per second
 OPEN_LOOP_USERS = 50
+OPEN_LABEL = f"open {OPEN_LOOP_RATE:.0f}/s"
+IN_STEP_LABEL = f"open {OPEN_LOOP_RATE:.0f}/s in step"
 TARGET_THROUGHPUT_RATIO = 0.5
 TARGET_P99_MS = 50.0
 ANSWER_TIMEOUT_S = 30.0
@@ -231,11 +233,15 @@ async def measure(
     seconds: float,
     warmup: float,
     rate: float | None = None,
+    staggered: bool | None = None,
 ) -> Phase:
     """Closed loop (rate None): each resident taps again as soon as answered. Open loop: taps
-    due at ``rate`` per second in all, round robin over the residents."""
+    due at ``rate`` per second in all, round robin over the residents. ``staggered`` (True or
+    False) aligns the residents' steps after the warm-up (see `align`)."""
     if warmup > 0:
         await _load(residents, warmup, rate, record=None)
+    if staggered is not None:
+        await align(residents, staggered=staggered)
     cpu = (bot.cpu_seconds(), emulator.cpu_seconds(), _own_cpu())
     latencies: list[float] = []
     started = time.monotonic()
@@ -413,18 +419,37 @@ async def _phases(
         await measure(f"N={size}", people[:size], bot, emulator, mode.seconds, mode.warmup)
         for size in mode.sizes
     ]
+    open_loop = people[:OPEN_LOOP_USERS]
+    # The steady load: resident i starts at step i (mod 5), so that every second holds the
+    # same mix of taps (10 of each step at 50/s), whatever each step costs.
     phases.append(
         await measure(
-            f"open {OPEN_LOOP_RATE:.0f}/s",
-            people[:OPEN_LOOP_USERS],
-            bot,
-            emulator,
-            mode.open_loop_seconds,
-            mode.warmup,
-            rate=OPEN_LOOP_RATE,
+            OPEN_LABEL, open_loop, bot, emulator, mode.open_loop_seconds, mode.warmup,
+            rate=OPEN_LOOP_RATE, staggered=True,
         )
-    )
+    )  # fmt: skip
+    # The same rate with every resident at the same step: one second in five is 50
+    # registrations (a workshop announced to everyone, all tapping at once). No target.
+    phases.append(
+        await measure(
+            IN_STEP_LABEL, open_loop, bot, emulator, mode.open_loop_seconds, mode.warmup,
+            rate=OPEN_LOOP_RATE, staggered=False,
+        )
+    )  # fmt: skip
     return phases
+
+
+async def align(residents: Sequence[Resident], *, staggered: bool) -> None:
+    """Tap (unmeasured) until resident i is at step i (mod the journey's length) when
+    ``staggered``, or every resident at the first step."""
+
+    async def walk(index: int, resident: Resident) -> None:
+        length = len(resident.steps)
+        wanted = index % length if staggered else 0
+        while resident.step % length != wanted:
+            await resident.tap()
+
+    await asyncio.gather(*(walk(i, r) for i, r in enumerate(residents)))
 
 
 async def run_target(
@@ -557,7 +582,6 @@ def report(results: dict[str, dict[str, list[dict[str, float]]]], mode: Mode) ->
         ratio_rows,
     )
 
-    open_label = f"open {OPEN_LOOP_RATE:.0f}/s"
     biggest = f"N={max(mode.sizes)}"
     throughput_ratio = ratios.get("sqlite", {}).get(biggest, {}).get("throughput", float("nan"))
     targets_rows = [
@@ -570,7 +594,7 @@ def report(results: dict[str, dict[str, list[dict[str, float]]]], mode: Mode) ->
     ]
     verdicts = {"throughput_ratio": throughput_ratio}
     for target in (t for t in results if t != "echo"):
-        p99 = spread_of(results[target][open_label], "p99_ms")
+        p99 = spread_of(results[target][OPEN_LABEL], "p99_ms")
         verdicts[f"p99_ms_open_loop_{target}"] = p99.median
         targets_rows.append(
             [

@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 
 from bench.common import Spread, percentile
-from bench.journey import OPEN_LOOP_RATE, Mode, run_target
+from bench.journey import (
+    CAPACITY_STEPS,
+    IN_STEP_LABEL,
+    OPEN_LABEL,
+    Mode,
+    Resident,
+    align,
+    run_target,
+)
 
 pytestmark = [pytest.mark.e2e]
 
@@ -31,9 +39,32 @@ def test_percentiles_and_spreads() -> None:
 
 async def test_residents_loop_over_the_journey_against_the_bot_process(tmp_path: Path) -> None:
     phases = await run_target("sqlite", TINY, tmp_path)
-    assert [phase.label for phase in phases] == ["N=1", "N=3", f"open {OPEN_LOOP_RATE:.0f}/s"]
+    assert [phase.label for phase in phases] == ["N=1", "N=3", OPEN_LABEL, IN_STEP_LABEL]
     for phase in phases:
         figures = phase.figures()
         assert phase.taps > 0 and len(phase.latencies) == phase.taps
         assert figures["bot_cpu_ms_per_update"] >= 0
         assert 0 < figures["p50_ms"] <= figures["p99_ms"]
+
+
+class CountingResident(Resident):
+    """A resident whose tap only moves to the next step (the alignment's logic alone)."""
+
+    async def tap(self, since: float | None = None) -> float:
+        self.step += 1
+        return 0.0
+
+
+async def test_align_staggers_the_steps_or_puts_everyone_in_step() -> None:
+    people = [
+        CountingResident(i, CAPACITY_STEPS, None, "", None, step=start)  # type: ignore[arg-type]
+        for i, start in enumerate([0, 3, 7, 2, 9, 4, 11, 5])
+    ]
+    length = len(CAPACITY_STEPS)
+    await align(people, staggered=True)
+    assert [p.step % length for p in people] == [i % length for i in range(len(people))]
+    before = [p.step for p in people]
+    await align(people, staggered=False)
+    assert {p.step % length for p in people} == {0}
+    # Only forward, and never a whole journey more than needed.
+    assert all(0 <= p.step - b < length for p, b in zip(people, before, strict=True))
