@@ -294,3 +294,52 @@ async def test_files_and_fields_travel_together_in_one_multipart_request(emulato
     assert sent.caption == "Votre atelier"
     downloaded = await client.download(sent.document.file_id)
     assert downloaded == content
+
+
+async def test_the_proxy_of_the_environment_is_used_and_no_proxy_respected(monkeypatch) -> None:
+    """HTTP_PROXY sends the Bot API calls through the proxy, with the credentials of its URL;
+    NO_PROXY for the server's host goes direct. Read once per server, like httpx."""
+    import base64
+
+    from aiohttp import web
+
+    seen: list[tuple[str, str | None]] = []
+
+    async def proxy(request: web.Request) -> web.Response:
+        # A forward proxy gets the whole target URL in the request line.
+        seen.append((str(request.url), request.headers.get("Proxy-Authorization")))
+        return web.json_response({"ok": True, "result": True})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://nadia:s3cret@127.0.0.1:{port}")
+    monkeypatch.setenv("NETRC", "/nonexistent")
+    base_url = "http://bot-api.invalid:8081/bot"  # unresolvable: only the proxy can reach it
+    try:
+        bot = Bot("123:abc", base_url=base_url, request=ResilientRequest())
+        await bot.request.initialize()  # type: ignore[attr-defined]
+        try:
+            assert await bot.delete_message(PERSON, 1) is True
+            assert await bot.delete_message(PERSON, 2) is True
+        finally:
+            await bot.request.shutdown()  # type: ignore[attr-defined]
+        credentials = "Basic " + base64.b64encode(b"nadia:s3cret").decode()
+        assert seen == [(f"{base_url}123:abc/deleteMessage", credentials)] * 2
+
+        monkeypatch.setenv("NO_PROXY", "bot-api.invalid")
+        bot = Bot("123:abc", base_url=base_url, request=ResilientRequest(max_retries=0))
+        await bot.request.initialize()  # type: ignore[attr-defined]
+        try:
+            with pytest.raises(NetworkError):  # direct: the name does not resolve
+                await bot.delete_message(PERSON, 3)
+        finally:
+            await bot.request.shutdown()  # type: ignore[attr-defined]
+        assert len(seen) == 2
+    finally:
+        await runner.cleanup()
