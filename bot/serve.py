@@ -15,6 +15,7 @@ closed. Exit status 0.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -221,6 +222,10 @@ async def serve(
         await _with_retries("connecting to the Bot API", application.initialize, stop)
         await _with_retries("preparing the bot", _prepare(application), stop)
         await application.start()
+        # What exists now (modules, mappers, prebuilt statements, catalogs) lives as long as
+        # the process: out of the collector's sight, a full collection scans only what
+        # updates made since, instead of a pause of tens of ms while taps wait.
+        gc.freeze()
         if webhook:
             assert settings.webhook_url is not None and settings.webhook_secret is not None
             server = BotHttpServer(
@@ -260,6 +265,7 @@ async def serve(
         if probe is not None:
             probe.cancel()
         await _stop_everything(application, server)
+        gc.unfreeze()
         if handle_signals:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)

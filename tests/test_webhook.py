@@ -4,6 +4,7 @@ own aiohttp server over real HTTP, with the secret header, and gets 403 without 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -95,6 +96,13 @@ async def test_a_resident_starts_through_the_webhook(webhook_bot: Served):
     stats = await webhook_bot.client.stats()
     assert stats["webhook_deliveries"] >= 1 and stats["pending_updates"] == 0
     assert stats["methods"].get("getUpdates", 0) == 0  # no polling in webhook mode
+
+
+async def test_what_start_up_made_is_out_of_the_collectors_sight_while_serving(
+    webhook_bot: Served,
+):
+    """A full collection then scans only what updates made, not the whole start-up."""
+    assert gc.get_freeze_count() > 10_000
 
 
 async def test_the_webhook_refuses_requests_without_the_secret(webhook_bot: Served):
