@@ -224,8 +224,10 @@ async def serve(
         await application.start()
         # What exists now (modules, mappers, prebuilt statements, catalogs) lives as long as
         # the process: out of the collector's sight, a full collection scans only what
-        # updates made since, instead of a pause of tens of ms while taps wait.
+        # updates made since, instead of a pause of tens of ms while taps wait. The collector
+        # is back on from here (`capacity-bot run` turns it off during start-up).
         gc.freeze()
+        gc.enable()
         if webhook:
             assert settings.webhook_url is not None and settings.webhook_secret is not None
             server = BotHttpServer(

@@ -111,3 +111,29 @@ async def test_run_with_long_polling_never_logs_the_token_and_stops_on_sigint(tm
     assert process.returncode == 0, logs[-2000:]
     assert "bot ready" in logs
     assert TOKEN not in logs and TOKEN.split(":")[1] not in logs
+
+
+def test_run_starts_with_the_collector_off_and_turns_it_back_on(monkeypatch, tmp_path):
+    """Start-up's objects are made without collections (serve() then freezes them); the
+    collector is on again whatever happens."""
+    import gc
+
+    import bot.serve
+    from bot import cli
+    from bot.settings import load_settings
+
+    during: list[bool] = []
+
+    def serve_stub(settings: object, *, webhook: bool) -> int:
+        during.append(gc.isenabled())
+        raise RuntimeError("the bot failed")
+
+    monkeypatch.setattr(bot.serve, "run", serve_stub)
+    settings = load_settings(
+        bot_token="123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11",
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'bot.sqlite3'}",
+    )
+    with pytest.raises(RuntimeError):
+        cli._run(settings, webhook=False)
+    assert during == [False]
+    assert gc.isenabled()
