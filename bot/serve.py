@@ -99,6 +99,9 @@ async def _with_retries(
             reason = f"{type(exc).__name__}: {_first_line(exc)}"
         except TelegramError as exc:
             raise StartupFailed(f"{what}: the Bot API refused it ({_first_line(exc)})") from None
+        # Start-up runs without collections (`capacity-bot run`); not a start-up that waits
+        # out an outage, whose failed attempts would pile up.
+        gc.enable()
         log.warning(
             "%s: the Bot API did not answer (%s); attempt %d, next in %.0f s",
             what,
@@ -224,8 +227,10 @@ async def serve(
         await application.start()
         # What exists now (modules, mappers, prebuilt statements, catalogs) lives as long as
         # the process: out of the collector's sight, a full collection scans only what
-        # updates made since, instead of a pause of tens of ms while taps wait. The collector
-        # is back on from here (`capacity-bot run` turns it off during start-up).
+        # updates made since, instead of a pause of tens of ms while taps wait. Start-up's
+        # garbage is collected first (not frozen with the rest), before any update is taken;
+        # the collector is on from here (`capacity-bot run` turns it off during start-up).
+        gc.collect()
         gc.freeze()
         gc.enable()
         if webhook:
