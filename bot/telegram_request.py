@@ -48,7 +48,7 @@ import logging
 import random
 from collections.abc import Iterator
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
@@ -153,10 +153,10 @@ class AiohttpRequest(BaseRequest):
 
     Requests without files carry their parameters as a JSON body (the Bot API's
     application/json), not url-encoded. Like httpx: proxy settings are taken from the
-    environment (HTTPS_PROXY, NO_PROXY..., credentials in the proxy's URL or in ~/.netrc),
-    read once per server rather than before every request; file names are sent as UTF-8,
-    redirects are not followed, and idle connections are dropped after 5 s, before servers
-    close them.
+    environment (HTTPS_PROXY, HTTP_PROXY, NO_PROXY; credentials in the proxy's URL or in
+    ~/.netrc), read once per server rather than before every request (aiohttp takes no
+    ALL_PROXY and no https:// proxy); file names are sent as UTF-8, redirects are not followed,
+    and idle connections are dropped after 5 s, before servers close them.
     """
 
     def __init__(
@@ -176,8 +176,8 @@ class AiohttpRequest(BaseRequest):
         self._pool_timeout = pool_timeout
         self._media_write_timeout = media_write_timeout
         self._session: aiohttp.ClientSession | None = None
-        # (scheme, host, port) -> the environment's proxy for that server, if any.
-        self._proxies: dict[tuple[str, str | None, int | None], _Proxy] = {}
+        # Base URL -> the environment's proxy for that server, if any.
+        self._proxies: dict[str, _Proxy] = {}
 
     @property
     def read_timeout(self) -> float | None:
@@ -190,7 +190,7 @@ class AiohttpRequest(BaseRequest):
                 headers={"User-Agent": self.USER_AGENT},
                 skip_auto_headers=("Accept-Encoding",),
                 # Not trust_env: aiohttp would then read the environment and ~/.netrc in a
-                # thread before every request (a tenth of the bot's CPU); see _proxy_for.
+                # thread before every request (a fifth of the bot's busy time); see _proxy_for.
                 trust_env=False,
             )
 
@@ -234,14 +234,14 @@ class AiohttpRequest(BaseRequest):
             # long texts and keyboards character by character cost more than json.dumps.
             data = json.dumps(request_data.parameters).encode()
             headers = _JSON
-        proxy, credentials = self._proxy_for(url)
+        proxy = self._proxy_for(url)
         proxy_headers = None
-        if credentials is not None:
-            # To the proxy: in the CONNECT of an https tunnel, else in the request itself.
-            if url.startswith("https:"):
-                proxy_headers = {"Proxy-Authorization": credentials}
+        if proxy.credentials is not None:
+            # To the proxy: in the CONNECT of a TLS tunnel, else in the request itself.
+            if proxy.tunnel:
+                proxy_headers = {"Proxy-Authorization": proxy.credentials}
             else:
-                headers = {**(headers or {}), "Proxy-Authorization": credentials}
+                headers = {**(headers or {}), "Proxy-Authorization": proxy.credentials}
         try:
             async with self._session.request(
                 method,
@@ -250,7 +250,7 @@ class AiohttpRequest(BaseRequest):
                 headers=headers,
                 timeout=timeout,
                 allow_redirects=False,
-                proxy=proxy,
+                proxy=proxy.address,
                 proxy_headers=proxy_headers,
             ) as answer:
                 return answer.status, await answer.read()
@@ -267,21 +267,30 @@ class AiohttpRequest(BaseRequest):
 
     def _proxy_for(self, url: str) -> _Proxy:
         """The environment's proxy for this URL's server, read on the first request to it."""
-        target = URL(url)
-        origin = (target.scheme, target.host, target.port)
-        proxy = self._proxies.get(origin)
+        server = url.rpartition("/")[0]  # the base URL: a method's name follows
+        proxy = self._proxies.get(server)
         if proxy is None:
+            target = URL(url)
             try:
                 address, credentials = get_env_proxy_for_url(target)
             except LookupError:  # no proxy for this scheme, or NO_PROXY names the host
-                proxy = (None, None)
+                proxy = _Proxy(None, None, False)
             else:
-                proxy = (address, credentials.encode() if credentials else None)
-            self._proxies[origin] = proxy
+                proxy = _Proxy(
+                    address,
+                    credentials.encode() if credentials else None,
+                    tunnel=target.scheme in ("https", "wss"),
+                )
+            self._proxies[server] = proxy
         return proxy
 
 
-_Proxy = tuple[URL | None, str | None]  # the proxy, and its Proxy-Authorization value
+class _Proxy(NamedTuple):
+    address: URL | None
+    credentials: str | None  # the Proxy-Authorization value
+    tunnel: bool  # a TLS target, reached through a CONNECT tunnel
+
+
 _JSON = {"Content-Type": "application/json"}
 
 

@@ -297,7 +297,7 @@ async def test_files_and_fields_travel_together_in_one_multipart_request(emulato
 
 
 async def test_the_proxy_of_the_environment_is_used_and_no_proxy_respected(monkeypatch) -> None:
-    """HTTP_PROXY sends the Bot API calls through the proxy, with the credentials of its URL;
+    """http_proxy sends the Bot API calls through the proxy, with the credentials of its URL;
     NO_PROXY for the server's host goes direct. Read once per server, like httpx."""
     import base64
 
@@ -316,10 +316,8 @@ async def test_the_proxy_of_the_environment_is_used_and_no_proxy_respected(monke
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     port = runner.addresses[0][1]
-    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HTTP_PROXY", f"http://nadia:s3cret@127.0.0.1:{port}")
-    monkeypatch.setenv("NETRC", "/nonexistent")
+    clear_proxy_settings(monkeypatch)
+    monkeypatch.setenv("http_proxy", f"http://nadia:s3cret@127.0.0.1:{port}")
     base_url = "http://bot-api.invalid:8081/bot"  # unresolvable: only the proxy can reach it
     try:
         bot = Bot("123:abc", base_url=base_url, request=ResilientRequest())
@@ -332,7 +330,7 @@ async def test_the_proxy_of_the_environment_is_used_and_no_proxy_respected(monke
         credentials = "Basic " + base64.b64encode(b"nadia:s3cret").decode()
         assert seen == [(f"{base_url}123:abc/deleteMessage", credentials)] * 2
 
-        monkeypatch.setenv("NO_PROXY", "bot-api.invalid")
+        monkeypatch.setenv("no_proxy", "bot-api.invalid")
         bot = Bot("123:abc", base_url=base_url, request=ResilientRequest(max_retries=0))
         await bot.request.initialize()  # type: ignore[attr-defined]
         try:
@@ -343,3 +341,49 @@ async def test_the_proxy_of_the_environment_is_used_and_no_proxy_respected(monke
         assert len(seen) == 2
     finally:
         await runner.cleanup()
+
+
+async def test_an_https_bot_api_goes_through_a_tunnel_with_the_proxys_credentials(
+    monkeypatch,
+) -> None:
+    """https_proxy: the CONNECT to the Bot API's host carries the proxy's credentials; a
+    proxy that refuses the tunnel is a NetworkError."""
+    connects: list[list[str]] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")
+        connects.append([line for line in head if line])
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    clear_proxy_settings(monkeypatch)
+    monkeypatch.setenv("https_proxy", f"http://nadia:s3cret@127.0.0.1:{port}")
+    bot = Bot(
+        "123:abc",
+        base_url="https://bot-api.invalid/bot",
+        request=ResilientRequest(max_retries=0),
+    )
+    await bot.request.initialize()  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(NetworkError):
+            await bot.delete_message(PERSON, 1)
+    finally:
+        await bot.request.shutdown()  # type: ignore[attr-defined]
+        server.close()
+        await server.wait_closed()
+    assert len(connects) == 1
+    request_line, *headers = connects[0]
+    assert request_line == "CONNECT bot-api.invalid:443 HTTP/1.1"
+    assert "Proxy-Authorization: Basic bmFkaWE6czNjcmV0" in headers
+
+
+def clear_proxy_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No proxy from this machine's environment (urllib reads both cases) or ~/.netrc."""
+    for scheme in ("http", "https", "all", "no", "ws", "wss"):
+        monkeypatch.delenv(f"{scheme}_proxy", raising=False)
+        monkeypatch.delenv(f"{scheme.upper()}_PROXY", raising=False)
+    monkeypatch.delenv("REQUEST_METHOD", raising=False)  # urllib ignores HTTP_PROXY under CGI
+    monkeypatch.setenv("NETRC", "/nonexistent")
