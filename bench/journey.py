@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import sys
 import tempfile
@@ -237,11 +238,15 @@ async def measure(
 ) -> Phase:
     """Closed loop (rate None): each resident taps again as soon as answered. Open loop: taps
     due at ``rate`` per second in all, round robin over the residents. ``staggered`` (True or
-    False) aligns the residents' steps after the warm-up (see `align`)."""
+    False) aligns the residents' steps first (see `align`); the warm-up then lasts whole
+    periods (each resident taps the same number of times), which keeps them aligned."""
+    if staggered is not None:
+        assert rate is not None
+        await align(residents, staggered=staggered)
+        period = len(residents) / rate
+        warmup = max(1, math.ceil(warmup / period)) * period
     if warmup > 0:
         await _load(residents, warmup, rate, record=None)
-    if staggered is not None:
-        await align(residents, staggered=staggered)
     cpu = (bot.cpu_seconds(), emulator.cpu_seconds(), _own_cpu())
     latencies: list[float] = []
     started = time.monotonic()
