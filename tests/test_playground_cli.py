@@ -31,16 +31,27 @@ def environment() -> dict[str, str]:
     return env
 
 
-def refused(tmp_path: Path, database: str, env: dict[str, str] | None = None) -> str:
-    """Runs the playground on that --database: it must refuse; its one line of error."""
-    result = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "playground", "--port", "0", "--database", database],
+def run_to_the_end(
+    tmp_path: Path, arguments: list[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Runs the command in tmp_path until it exits (a refusal), its output kept."""
+    return subprocess.run(
+        arguments,
         capture_output=True,
         text=True,
         encoding="utf-8",
         cwd=tmp_path,
         env=env or environment(),
         timeout=TIMEOUT_S,
+    )
+
+
+def refused(tmp_path: Path, database: str, env: dict[str, str] | None = None) -> str:
+    """Runs the playground on that --database: it must refuse; its one line of error."""
+    result = run_to_the_end(
+        tmp_path,
+        [sys.executable, "-m", "bot.cli", "playground", "--port", "0", "--database", database],
+        env,
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -143,22 +154,15 @@ def test_a_port_in_use_is_one_line_naming_the_option(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            command(tmp_path, "--port", str(port)),
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            cwd=tmp_path,
-            env=environment(),
-            timeout=TIMEOUT_S,
-        )
+        result = run_to_the_end(tmp_path, command(tmp_path, "--port", str(port)))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith(f"capacity-bot: --port: cannot listen on 127.0.0.1:{port}")
 
 
 def test_a_database_that_is_not_an_sqlite_file_is_refused(tmp_path: Path) -> None:
-    result = subprocess.run(
+    result = run_to_the_end(
+        tmp_path,
         [
             sys.executable,
             "-m",
@@ -167,12 +171,6 @@ def test_a_database_that_is_not_an_sqlite_file_is_refused(tmp_path: Path) -> Non
             "--database",
             "postgresql://postgres@127.0.0.1/test",
         ],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        cwd=tmp_path,
-        env=environment(),
-        timeout=TIMEOUT_S,
     )
     assert result.returncode == 2
     assert result.stderr.startswith("capacity-bot: --database: ")
