@@ -96,6 +96,7 @@ def build_services(settings: Settings, clock: Clock, translator: Translator) -> 
             free_text_retention_months=settings.free_text_retention_months,
             admin_chat_id=settings.admin_chat_id,
             tz=settings.tz,
+            outbox_retention=settings.outbox_retention,
         ),
     )
 

@@ -104,9 +104,10 @@ async def test_a_deleted_reminder_is_never_queued_again(db):
     """The reminder sweep dedupes by the outbox key: its row can go only once the sweep can no
     longer produce it (the workshop has started), which OUTBOX_RETENTION's floor ensures."""
     clock = new_clock()
-    workshop = await workshop_at(db, clock, clock.now() + timedelta(hours=23))
+    workshop = await workshop_at(db, clock, clock.now() + timedelta(days=3))
     assert await take_seat(db, clock, 1001, workshop) == "confirmed"
     planner = reminder_service(db, clock)
+    clock.advance(timedelta(days=2, hours=1))  # the 24 h reminder is due
     assert await planner.plan_due_reminders() == 1
     outbox = Outbox(db, clock, "w")
     [reminder] = await outbox.claim_due()
