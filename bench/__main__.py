@@ -22,6 +22,7 @@ BENCHMARKS = (
     "bench.mixed_load",  # interactive replies during a broadcast, the send budget (§2)
     "bench.stats_bench",  # /stats and /export on a seeded data set (§3)
     "bench.resources",  # peak RSS and start-up time (§4)
+    "bench.outbox_retention",  # the outbox stays bounded by OUTBOX_RETENTION (issue 13, item 20)
 )
 
 

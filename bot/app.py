@@ -65,7 +65,9 @@ def build_services(settings: Settings, clock: Clock, translator: Translator) -> 
         residents=ResidentService(db, clock),
         catalogue=WorkshopCatalogue(db, clock),
         registrations=registrations,
-        outbox=Outbox(db, clock, worker_id, lease=settings.outbox_lease),
+        outbox=Outbox(
+            db, clock, worker_id, lease=settings.outbox_lease, report_to=settings.admin_chat_id
+        ),
         staff=StaffService(db, clock),
         reminders=ReminderService(
             db,
@@ -94,6 +96,7 @@ def build_services(settings: Settings, clock: Clock, translator: Translator) -> 
             free_text_retention_months=settings.free_text_retention_months,
             admin_chat_id=settings.admin_chat_id,
             tz=settings.tz,
+            outbox_retention=settings.outbox_retention,
         ),
     )
 

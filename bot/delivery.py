@@ -6,7 +6,8 @@ row's sends, since a batch may outlast OUTBOX_LEASE: a row whose lease lapsed an
 instance claimed meanwhile is left to it, never sent twice. Telegram's answer decides the
 rest: 403 drops the row and marks the person unreachable, 429 postpones it by `retry_after`,
 a 400 fails it for good, network errors and 5xx retry it with backoff, a bounded number of
-times.
+times. Anything else that goes wrong with a row (rendering it included) is retried the same
+way, for that row alone.
 """
 
 from __future__ import annotations
@@ -58,50 +59,80 @@ BATCH = 50
 
 
 async def deliver_outbox(context: BotContext) -> None:
-    """Send every due outbox message, batch after batch."""
-    services = context.services
-    outbox = services.outbox
+    """Send every due outbox message, batch after batch.
+
+    Whatever goes wrong with one row (an unknown kind, a payload missing a key, a read that
+    raised while rendering it) concerns that row only: it is retried with backoff, then
+    failed for good, and the rest of the batch goes on.
+    """
+    outbox = context.services.outbox
     assert context.job is not None
     render_notice: NoticeRenderer = context.job.data
     while True:
         batch = await outbox.claim_due(BATCH)
         for message in batch:
-            if message.chat_id is None or not message.resident_active:
-                await outbox.drop(message.id, "recipient unreachable or without consent")
-                continue
-            sends = await render_notice(context, message)
-            if not sends:
-                await outbox.drop(message.id, "no longer relevant")
-                continue
-            # The rows before this one may have taken longer than the lease: hold it again,
-            # or leave it to the instance that claimed it since.
-            if not await outbox.renew(message.id):
-                log.info("outbox %s no longer held by this instance: not sent", message.id)
-                continue
             try:
-                # A message made of several sends is retried whole: at least once, as a unit.
-                # One attempt per call: the row's own retries below are the only ones.
-                with single_attempt():
-                    for send in sends:
-                        await getattr(context.bot, send.method)(message.chat_id, **send.kwargs)
-            except RetryAfter as exc:
-                delay = exc.retry_after
-                seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
-                await outbox.postpone(message.id, timedelta(seconds=seconds))
-            except Forbidden:
-                if message.resident_id is not None:
-                    await services.residents.mark_unreachable(message.resident_id)
-                await outbox.drop(message.id, "blocked by the recipient")
-            except BadRequest as exc:
-                log.warning("outbox %s (%s) refused by Telegram: %s", message.id, message.kind, exc)
-                await outbox.fail(message.id, f"bad request: {exc.message}")
-            except (NetworkError, TelegramError) as exc:
-                backoff = timedelta(seconds=min(2**message.attempts, 300))
-                await outbox.retry_later(message, backoff, type(exc).__name__)
-            else:
-                await outbox.mark_sent(message.id)
+                await _deliver(context, message, render_notice)
+            except Exception as exc:
+                log.warning(
+                    "outbox %s (%s) could not be delivered (attempt %d)",
+                    message.id,
+                    message.kind,
+                    message.attempts,
+                    exc_info=True,
+                )
+                try:
+                    await outbox.retry_later(message, _backoff(message), type(exc).__name__)
+                except Exception:  # the database itself: the claim's lease runs out instead
+                    log.warning("outbox %s could not be released", message.id, exc_info=True)
         if len(batch) < BATCH:
             return
+
+
+def _backoff(message: ClaimedMessage) -> timedelta:
+    """2 s after the first attempt, doubling, at most 5 minutes."""
+    return timedelta(seconds=min(2**message.attempts, 300))
+
+
+async def _deliver(
+    context: BotContext, message: ClaimedMessage, render_notice: NoticeRenderer
+) -> None:
+    """Render one claimed row and send it; Telegram's answer decides what becomes of it."""
+    services = context.services
+    outbox = services.outbox
+    if message.chat_id is None or not message.resident_active:
+        await outbox.drop(message.id, "recipient unreachable or without consent")
+        return
+    sends = await render_notice(context, message)
+    if not sends:
+        await outbox.drop(message.id, "no longer relevant")
+        return
+    # The rows before this one may have taken longer than the lease: hold it again,
+    # or leave it to the instance that claimed it since.
+    if not await outbox.renew(message.id):
+        log.info("outbox %s no longer held by this instance: not sent", message.id)
+        return
+    try:
+        # A message made of several sends is retried whole: at least once, as a unit.
+        # One attempt per call: the row's own retries below are the only ones.
+        with single_attempt():
+            for send in sends:
+                await getattr(context.bot, send.method)(message.chat_id, **send.kwargs)
+    except RetryAfter as exc:
+        delay = exc.retry_after
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+        await outbox.postpone(message.id, timedelta(seconds=seconds))
+    except Forbidden:
+        if message.resident_id is not None:
+            await services.residents.mark_unreachable(message.resident_id)
+        await outbox.drop(message.id, "blocked by the recipient")
+    except BadRequest as exc:
+        log.warning("outbox %s (%s) refused by Telegram: %s", message.id, message.kind, exc)
+        await outbox.fail(message.id, f"bad request: {exc.message}", cause=type(exc).__name__)
+    except (NetworkError, TelegramError) as exc:
+        await outbox.retry_later(message, _backoff(message), type(exc).__name__)
+    else:
+        await outbox.mark_sent(message.id)
 
 
 def schedule_delivery(

@@ -61,6 +61,7 @@ EXPECTED = {
     "flood_burst": "a whole number of updates from 1 to 1000",
     "error_notice_interval": "a duration such as 5m",
     "outbox_lease": "a duration from 5s to 1h, such as 2m",
+    "outbox_retention": "a duration such as 30d, at least 2 days longer than the longest of REMINDER_OFFSETS",
 }
 
 
@@ -217,6 +218,10 @@ class Settings(BaseSettings):
     # could claim a row while it is being sent and send it again; a Bot API call rarely
     # takes a second, and python-telegram-bot gives up reading after 5 s.
     outbox_lease: Duration = timedelta(minutes=2)
+    # Sent, dropped and failed outbox rows are deleted this long after they were finished.
+    # Sweeps (reminders, check-in prompts) dedupe by these rows: a row goes only once its
+    # sweep can no longer queue it again, hence the floor (see _outbox_retention_floor).
+    outbox_retention: Duration = timedelta(days=30)
     # At most one error notice to the facilitators' channel per error kind in this interval.
     error_notice_interval: Duration = timedelta(minutes=5)
     demo_token: SecretStr = Field(default=SecretStr("123456:DEMO-TOKEN-not-a-real-one-0000"))
@@ -266,6 +271,17 @@ class Settings(BaseSettings):
     def _lease_range(cls, value: timedelta) -> timedelta:
         if not timedelta(seconds=5) <= value <= timedelta(hours=1):
             raise ValueError("out of range")
+        return value
+
+    @field_validator("outbox_retention")
+    @classmethod
+    def _outbox_retention_floor(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        """A reminder is queued up to its offset plus quiet hours (at most a day) ahead of
+        its workshop, a check-in prompt up to a day after its start: a row kept 2 days
+        longer than the longest offset can no longer be queued again once it is deleted."""
+        offsets = info.data.get("reminder_offsets") or (timedelta(0),)
+        if value < max(offsets) + timedelta(days=2):
+            raise ValueError("shorter than the longest of REMINDER_OFFSETS plus 2 days")
         return value
 
     @field_validator("webhook_secret", mode="before")

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from bot.context import BotContext
 from bot.delivery import Outgoing
-from bot.services.outbox import ClaimedMessage
+from bot.services.outbox import FAILURE_REPORT, ClaimedMessage
 from bot.services.registration import PROMOTION_NOTICE
 from handlers import views
 from handlers.common import Reply
@@ -47,3 +47,20 @@ async def _promotion(context: BotContext, message: ClaimedMessage) -> list[Outgo
         return None
     r = Reply.for_recipient(context, message.chat_id, message.language)
     return [Outgoing.message(*views.promotion_notice(r, card))]
+
+
+@renders(FAILURE_REPORT)
+async def _failure_report(context: BotContext, message: ClaimedMessage) -> list[Outgoing] | None:
+    """A row failed for good, to the facilitators' channel: which one and why, never its
+    content (bot/services/outbox.py queues this line once per failed row)."""
+    assert message.chat_id is not None
+    failed = message.payload
+    r = Reply.for_recipient(context, message.chat_id, context.services.settings.default_language)
+    text = r.t(
+        "errors.outbox_failed",
+        kind=failed["kind"],
+        row=failed["row"],
+        attempts=failed["attempts"],
+        error=failed["error"],
+    )
+    return [Outgoing.message(text)]

@@ -277,19 +277,22 @@ async def _render_retention_report(
 
 
 async def apply_retention(context: BotContext) -> None:
-    """JobQueue job (daily): notices, erasures after notice, free text past its retention."""
+    """JobQueue job (daily): notices, erasures after notice, free text past its retention,
+    finished outbox rows past OUTBOX_RETENTION."""
     services = context.services
     report = await services.retention.run(pseudonym=services.pseudonym)
-    if report.noticed or report.purged or report.payloads:
+    if report.noticed or report.purged or report.payloads or report.outbox_rows:
         log.info(
             "retention: %d noticed, %d erased (%d failed), %d free-text answers blanked,"
-            " %d conversations deleted, %d sent payloads emptied",
+            " %d conversations deleted, %d sent payloads emptied, %d finished outbox rows"
+            " deleted",
             report.noticed,
             report.erased,
             report.failed,
             report.free_texts,
             report.conversations,
             report.payloads,
+            report.outbox_rows,
         )
         kick_delivery(context)
 

@@ -11,11 +11,11 @@ from sqlalchemy import select
 
 from bot.clock import ManualClock
 from bot.delivery import Outgoing, deliver_outbox
-from bot.services.outbox import LEASE, MAX_ATTEMPTS, ClaimedMessage, Outbox
+from bot.services.outbox import FAILURE_REPORT, LEASE, MAX_ATTEMPTS, ClaimedMessage, Outbox
 from bot.services.residents import ResidentService
 from storage.db import Database
-from storage.models import OutboxMessage
-from tests.factories import new_clock
+from storage.models import Broadcast, OutboxMessage
+from tests.factories import T0, new_clock
 
 pytestmark = pytest.mark.storage
 
@@ -160,5 +160,86 @@ async def test_releasing_claims_keeps_the_rows_being_sent(db):
     assert await stopping.release_claims() == 2
     taken = await other.claim_due()
     assert sorted(m.id for m in taken) == sorted(m.id for m in rest)  # not the one in flight
+    assert [m.attempts for m in taken] == [1, 1]  # released untried: the attempt given back
     assert await stopping.mark_sent(in_flight.id)  # its send completes: marked, once
     assert stopping.sending == frozenset()
+
+
+ADMIN_CHAT = -100777
+
+
+async def test_a_row_whose_sender_dies_every_time_fails_at_the_attempt_limit(db):
+    """A process killed while sending the same row, again and again: each claim after a lease
+    expiry spends an attempt, and once they are spent claim_due fails the row for good
+    instead of handing it out again, with one line for the facilitators' channel."""
+    clock = new_clock()
+    await queue_messages(db, clock, 1)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        dying = Outbox(db, clock, f"instance-{attempt}", report_to=ADMIN_CHAT)
+        [message] = await dying.claim_due()
+        assert message.attempts == attempt
+        assert await dying.renew(message.id)  # the send starts; the process dies in it
+        clock.advance(LEASE + timedelta(seconds=1))
+    survivor = Outbox(db, clock, "survivor", report_to=ADMIN_CHAT)
+    [report] = await survivor.claim_due()
+    assert (report.kind, report.chat_id, report.resident_id) == (FAILURE_REPORT, ADMIN_CHAT, None)
+    assert report.payload == {
+        "row": message.id,
+        "kind": "waitlist_promoted",
+        "attempts": MAX_ATTEMPTS,
+        "error": "no answer",
+    }
+    assert await survivor.mark_sent(report.id)
+    assert await survivor.claim_due() == []
+    async with db.read() as session:
+        row = await session.get(OutboxMessage, message.id)
+    assert (row.status, row.attempts) == ("failed", MAX_ATTEMPTS)
+    clock.advance(LEASE * 10)
+    assert await survivor.claim_due() == []  # failed for good, reported once
+
+
+async def test_a_failure_is_reported_once_and_never_for_a_broadcast_row(db):
+    """Failing for good queues one report line per row, in the same transaction as the
+    status; a second attempt to finish the row changes nothing. A broadcast row is counted
+    in its broadcast's report instead, and a failed report is not reported."""
+    clock = new_clock()
+    await queue_messages(db, clock, 1)
+    outbox = Outbox(db, clock, "w", report_to=ADMIN_CHAT)
+    [message] = await outbox.claim_due()
+    assert await outbox.fail(
+        message.id, "bad request: Bad Request: chat not found", cause="BadRequest"
+    )
+    assert not await outbox.fail(message.id, "again", cause="BadRequest")
+    [report] = await outbox.claim_due()
+    assert report.payload == {
+        "row": message.id,
+        "kind": "waitlist_promoted",
+        "attempts": 1,
+        "error": "BadRequest",
+    }
+    assert await outbox.fail(report.id, "bad request: Bad Request: chat not found")
+    assert await outbox.claim_due() == []  # no report of a report
+    async with db.write() as session:
+        broadcast = Broadcast(
+            created_by=1, message_text="Fête", status="sending", recipients=1, created_at=T0
+        )
+        session.add(broadcast)
+        await session.flush()
+        resident_id = await session.scalar(
+            select(OutboxMessage.resident_id).where(OutboxMessage.resident_id.is_not(None))
+        )
+        session.add(
+            OutboxMessage(
+                resident_id=resident_id,
+                kind="broadcast",
+                broadcast_id=broadcast.id,
+                not_before=clock.now(),
+                created_at=clock.now(),
+            )
+        )
+    [row] = await outbox.claim_due(broadcast=True)
+    assert await outbox.fail(row.id, "bad request: Bad Request: chat not found", cause="BadRequest")
+    assert await outbox.claim_due() == []
+    async with db.read() as session:
+        statuses = list(await session.scalars(select(OutboxMessage.status)))
+    assert sorted(statuses) == ["failed", "failed", "failed"]

@@ -5,15 +5,24 @@ a BEGIN IMMEDIATE transaction on SQLite), so two workers, or two running instanc
 claim the same row, and a worker that dies releases its rows when the lease runs out. A row is
 marked sent only after Telegram accepted the message: delivery is at-least-once, and
 duplicates are bounded by the sends in flight when a process is killed.
+
+Every claim spends one of a row's MAX_ATTEMPTS, whatever happens next: a row whose sender died
+at each of its attempts is failed by the claim that would have handed it out once more. A row
+failed for good (a refused message, its attempts spent) is reported to the facilitators'
+channel by one FAILURE_REPORT row, queued by the very transaction that fails it: once, never
+per attempt. Broadcast rows are left out (their broadcast's report counts them), and so are
+the reports themselves (a channel that refuses them would get reports of reports).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Row, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,6 +34,10 @@ from storage.models import Broadcast, BroadcastStatus, OutboxMessage, OutboxStat
 LEASE = timedelta(minutes=2)  # the default of OUTBOX_LEASE
 ID_BATCH = 500  # keys per IN (...) list, well under the drivers' parameter limits
 MAX_ATTEMPTS = 5
+FAILURE_REPORT = "outbox_failed"  # one line to the facilitators' channel per row failed for good
+ABANDONED = "no answer"  # why a row whose sender died at each of its attempts failed
+
+log = logging.getLogger(__name__)
 
 
 async def enqueue_once(session: AsyncSession, **values: Any) -> bool:
@@ -63,6 +76,15 @@ async def queue_once(session: AsyncSession, rows: dict[str, dict]) -> list[str]:
     return queued
 
 
+# What a failed row's report says about it (see Outbox._report).
+_REPORTED = (
+    OutboxMessage.id,
+    OutboxMessage.kind,
+    OutboxMessage.attempts,
+    OutboxMessage.broadcast_id,
+)
+
+
 @dataclass(frozen=True)
 class ClaimedMessage:
     id: int
@@ -79,9 +101,17 @@ class ClaimedMessage:
 
 class Outbox:
     def __init__(
-        self, db: Database, clock: Clock, worker_id: str, *, lease: timedelta = LEASE
+        self,
+        db: Database,
+        clock: Clock,
+        worker_id: str,
+        *,
+        lease: timedelta = LEASE,
+        report_to: int | None = None,
     ) -> None:
+        """`report_to`: the facilitators' channel (ADMIN_CHAT_ID), told of failed rows."""
         self._lease = lease
+        self._report_to = report_to
         self._db = db
         self._clock = clock
         self.worker_id = worker_id
@@ -109,30 +139,50 @@ class Outbox:
             else OutboxMessage.broadcast_id.is_(None)
         )
         async with self._db.write() as session:
-            due = (
-                select(OutboxMessage.id)
-                .where(
-                    OutboxMessage.status == OutboxStatus.PENDING,
-                    OutboxMessage.not_before <= now,
-                    or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
-                    of_broadcasts,
+            ids: list[int] = []
+            while len(ids) < limit:
+                due = (
+                    select(OutboxMessage.id, OutboxMessage.attempts)
+                    .where(
+                        OutboxMessage.status == OutboxStatus.PENDING,
+                        OutboxMessage.not_before <= now,
+                        or_(
+                            OutboxMessage.claimed_until.is_(None),
+                            OutboxMessage.claimed_until < now,
+                        ),
+                        of_broadcasts,
+                    )
+                    .order_by(OutboxMessage.not_before, OutboxMessage.id)
+                    .limit(limit - len(ids))
+                    .with_for_update(skip_locked=True)
                 )
-                .order_by(OutboxMessage.not_before, OutboxMessage.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-            ids = list(await session.scalars(due))
+                found = (await session.execute(due)).all()
+                fresh = [r.id for r in found if r.attempts < MAX_ATTEMPTS]
+                # Claimed MAX_ATTEMPTS times and never finished: its sender died each time.
+                spent = [r.id for r in found if r.attempts >= MAX_ATTEMPTS]
+                if fresh:
+                    await session.execute(
+                        update(OutboxMessage)
+                        .where(OutboxMessage.id.in_(fresh))
+                        .values(
+                            claimed_until=now + self._lease,
+                            claimed_by=self.worker_id,
+                            attempts=OutboxMessage.attempts + 1,
+                        )
+                    )
+                    ids += fresh
+                if not spent:
+                    break
+                failed = await session.execute(
+                    update(OutboxMessage)
+                    .where(OutboxMessage.id.in_(spent))
+                    .values(status=OutboxStatus.FAILED, claimed_until=None, last_error=ABANDONED)
+                    .returning(*_REPORTED)
+                    .execution_options(synchronize_session=False)
+                )
+                await self._report(session, failed.all(), ABANDONED, now)
             if not ids:
                 return []
-            await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_(ids))
-                .values(
-                    claimed_until=now + self._lease,
-                    claimed_by=self.worker_id,
-                    attempts=OutboxMessage.attempts + 1,
-                )
-            )
             rows = await session.execute(
                 select(
                     OutboxMessage.id,
@@ -201,21 +251,62 @@ class Outbox:
             self._sending.add(message_id)
         return renewed
 
-    async def _finish(self, message_id: int, **values: Any) -> bool:
-        """Update a row this worker still holds; False if its lease was lost meanwhile."""
+    async def _finish(self, message_id: int, *, cause: str = "", **values: Any) -> bool:
+        """Update a row this worker still holds; False if its lease was lost meanwhile.
+
+        A row failed here is reported (see _report) in the same transaction, with `cause`.
+        """
         async with self._db.write() as session:
-            result = await session.execute(
-                update(OutboxMessage)
-                .where(
-                    OutboxMessage.id == message_id,
-                    OutboxMessage.claimed_by == self.worker_id,
-                    OutboxMessage.status == OutboxStatus.PENDING,
+            finished = (
+                await session.execute(
+                    update(OutboxMessage)
+                    .where(
+                        OutboxMessage.id == message_id,
+                        OutboxMessage.claimed_by == self.worker_id,
+                        OutboxMessage.status == OutboxStatus.PENDING,
+                    )
+                    .values(claimed_until=None, **values)
+                    .returning(*_REPORTED)
+                    .execution_options(synchronize_session=False)
                 )
-                .values(claimed_until=None, **values)
-            )
+            ).all()
+            if finished and values.get("status") == OutboxStatus.FAILED:
+                await self._report(session, finished, cause, self._clock.now())
         # Only once written: a shutdown releasing claims meanwhile still keeps this row.
         self._sending.discard(message_id)
-        return result.rowcount == 1
+        return bool(finished)
+
+    async def _report(
+        self, session: AsyncSession, failed: Sequence[Row[Any]], cause: str, now: datetime
+    ) -> None:
+        """Queue one line for the facilitators' channel per row just failed for good: which
+        row and why (an exception class or Telegram's verdict, never the row's content)."""
+        for row in failed:
+            log.warning(
+                "outbox %s (%s) failed for good after %d attempts: %s",
+                row.id,
+                row.kind,
+                row.attempts,
+                cause,
+            )
+        reported = [
+            {
+                "chat_id": self._report_to,
+                "kind": FAILURE_REPORT,
+                "payload": {
+                    "row": row.id,
+                    "kind": row.kind,
+                    "attempts": row.attempts,
+                    "error": cause,
+                },
+                "not_before": now,
+                "created_at": now,
+            }
+            for row in failed
+            if row.broadcast_id is None and row.kind != FAILURE_REPORT
+        ]
+        if reported and self._report_to is not None:
+            await session.execute(insert(OutboxMessage), reported)
 
     async def mark_sent(self, message_id: int) -> bool:
         return await self._finish(message_id, status=OutboxStatus.SENT, sent_at=self._clock.now())
@@ -224,14 +315,28 @@ class Outbox:
         """The message became pointless (or its recipient unreachable): never send it."""
         return await self._finish(message_id, status=OutboxStatus.DROPPED, last_error=reason)
 
-    async def fail(self, message_id: int, error: str) -> bool:
-        """Telegram refused the message itself: sending it again as is would fail again."""
-        return await self._finish(message_id, status=OutboxStatus.FAILED, last_error=error)
+    async def fail(self, message_id: int, error: str, *, cause: str | None = None) -> bool:
+        """Telegram refused the message itself: sending it again as is would fail again.
+
+        `cause` is what the channel's report says (by default `error`): a short verdict
+        such as an exception class, never text that may quote the message.
+        """
+        return await self._finish(
+            message_id,
+            status=OutboxStatus.FAILED,
+            last_error=error,
+            cause=error if cause is None else cause,
+        )
 
     async def retry_later(self, message: ClaimedMessage, delay: timedelta, error: str) -> bool:
-        """Release the claim for a later attempt, or fail for good after MAX_ATTEMPTS."""
+        """Release the claim for a later attempt, or fail for good after MAX_ATTEMPTS.
+
+        `error` is short (an exception class): it is also what the channel's report says.
+        """
         if message.attempts >= MAX_ATTEMPTS:
-            return await self._finish(message.id, status=OutboxStatus.FAILED, last_error=error)
+            return await self._finish(
+                message.id, status=OutboxStatus.FAILED, last_error=error, cause=error
+            )
         return await self._finish(
             message.id, not_before=self._clock.now() + delay, last_error=error
         )
@@ -250,7 +355,8 @@ class Outbox:
         their lease. Rows already sent or finished are untouched, and so are the rows being
         sent (`sending`: a shutdown that ran out of time may leave a send in flight): another
         instance claiming one now could send it a second time, so they keep their lease,
-        whose expiry hands them over. Returns how many rows were released."""
+        whose expiry hands them over. A released row was not tried: its claim's attempt is
+        given back. Returns how many rows were released."""
         keep = self.sending
         async with self._db.write() as session:
             result = await session.execute(
@@ -261,7 +367,7 @@ class Outbox:
                     OutboxMessage.claimed_until.is_not(None),
                     *([OutboxMessage.id.not_in(keep)] if keep else []),
                 )
-                .values(claimed_until=None, claimed_by=None)
+                .values(claimed_until=None, claimed_by=None, attempts=OutboxMessage.attempts - 1)
                 .execution_options(synchronize_session=False)
             )
             return result.rowcount

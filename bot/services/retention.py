@@ -12,9 +12,16 @@ created) or the end of a workshop they hold a place in, whichever is later. The 
 3. free text older than its retention (by its answer set's week) -> NULL, anonymous or not;
    survey buffers (anonymous answers waiting, keyed by Telegram id) untouched for as long ->
    deleted; other conversations (staff drafts, the mediator prompt) past their day -> deleted;
-4. payloads of finished outbox messages (sent, dropped, failed) older than a week -> {} (the
-   rows, and so their dedupe keys, stay: nothing is sent twice; a mediator's reply is not kept);
-5. one line of counts to the facilitators' channel when something was purged or failed.
+4. finished outbox rows (sent, dropped, failed) older than OUTBOX_RETENTION -> deleted, in
+   batches of OUTBOX_BATCH rows, one transaction each (a huge table is never locked long).
+   Old by every date they hold (queued, due, sent): a row finished late keeps its own age.
+   A broadcast's rows go once the broadcast has been closed for as long (its progress and
+   report count them). Dedupe keys go with them: the one-off decisions (promotions, notices,
+   broadcasts...) never come back, and the sweeps that dedupe by the outbox alone can no
+   longer queue the row by then (see Settings._outbox_retention_floor);
+5. payloads of the finished outbox rows left, older than a week -> {} (the rows, and so
+   their dedupe keys, stay until step 4: nothing is sent twice; a mediator's reply is not kept);
+6. one line of counts to the facilitators' channel when something was purged or failed.
 
 Any interaction clears `retention_notice_at` (ResidentService.seen), which cancels the erasure.
 Every step is a conditional UPDATE: re-running it, or two instances running it at once, does
@@ -42,6 +49,7 @@ from bot.services.surveys import BUFFER_PREFIX
 from bot.services.workshop_admin import CONVERSATION_KEPT_FOR
 from storage.db import Database
 from storage.models import (
+    Broadcast,
     ConversationState,
     OutboxMessage,
     OutboxStatus,
@@ -61,6 +69,8 @@ NOTICE_AHEAD = timedelta(days=7)
 CONVERSATION_EXPIRY = max(CONVERSATION_KEPT_FOR, DRAFT_KEPT_FOR)
 # A finished outbox row keeps its dedupe key; its payload (a mediator's reply...) goes.
 PAYLOAD_KEPT_FOR = timedelta(days=7)
+OUTBOX_KEPT_FOR = timedelta(days=30)  # the default of OUTBOX_RETENTION
+OUTBOX_BATCH = 1000  # finished outbox rows deleted per transaction
 FINISHED = (OutboxStatus.SENT, OutboxStatus.DROPPED, OutboxStatus.FAILED)
 RETENTION_NOTICE = "retention_notice"
 RETENTION_REPORT = "retention_report"
@@ -82,6 +92,7 @@ class RetentionReport:
     free_texts: int  # free-text answers blanked
     conversations: int = 0  # survey buffers past retention and expired drafts deleted
     payloads: int = 0  # payloads of finished outbox messages emptied
+    outbox_rows: int = 0  # finished outbox rows deleted (routine, like payloads)
     failed: int = 0  # erasures that failed (logged; tried again at the next run)
 
     @property
@@ -101,6 +112,8 @@ class RetentionService:
         free_text_retention_months: int,
         admin_chat_id: int | None,
         tz: ZoneInfo,
+        outbox_retention: timedelta = OUTBOX_KEPT_FOR,
+        outbox_batch: int = OUTBOX_BATCH,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -109,6 +122,8 @@ class RetentionService:
         self._free_text_months = free_text_retention_months
         self._admin_chat_id = admin_chat_id
         self._tz = tz
+        self._outbox_retention = outbox_retention
+        self._outbox_batch = outbox_batch
 
     def _inactive_since(self, cutoff: datetime) -> ColumnElement[bool]:
         """No interaction since `cutoff`, and no place in a workshop ending after it."""
@@ -136,6 +151,7 @@ class RetentionService:
         erased, failed = await self._erase_after_notice(now, pseudonym)
         free_texts = await self._blank_free_text(now)
         conversations = await self._delete_old_conversations(now)
+        outbox_rows = await self._delete_finished_rows(now)
         payloads = await self._empty_finished_payloads(now)
         report = RetentionReport(
             noticed=noticed,
@@ -143,6 +159,7 @@ class RetentionService:
             free_texts=free_texts,
             conversations=conversations,
             payloads=payloads,
+            outbox_rows=outbox_rows,
             failed=failed,
         )
         if report.purged and self._admin_chat_id is not None:
@@ -294,6 +311,36 @@ class RetentionService:
                 .execution_options(synchronize_session=False)
             )
             return result.rowcount or 0
+
+    async def _delete_finished_rows(self, now: datetime) -> int:
+        """Finished outbox rows older than OUTBOX_RETENTION, batch after batch."""
+        cutoff = now - self._outbox_retention
+        closed_broadcasts = select(Broadcast.id).where(Broadcast.finished_at < cutoff)
+        old = (
+            select(OutboxMessage.id)
+            .where(
+                OutboxMessage.status.in_(FINISHED),
+                OutboxMessage.not_before < cutoff,
+                OutboxMessage.created_at < cutoff,
+                or_(OutboxMessage.sent_at.is_(None), OutboxMessage.sent_at < cutoff),
+                or_(
+                    OutboxMessage.broadcast_id.is_(None),
+                    OutboxMessage.broadcast_id.in_(closed_broadcasts),
+                ),
+            )
+            .limit(self._outbox_batch)
+        )
+        deleted = 0
+        while True:
+            async with self._db.write() as session:
+                result = await session.execute(
+                    delete(OutboxMessage)
+                    .where(OutboxMessage.id.in_(old))
+                    .execution_options(synchronize_session=False)
+                )
+            deleted += result.rowcount or 0
+            if (result.rowcount or 0) < self._outbox_batch:
+                return deleted
 
     async def _empty_finished_payloads(self, now: datetime) -> int:
         async with self._db.write() as session:
