@@ -19,7 +19,10 @@ SKIP LOCKED on PostgreSQL), renders each at send time, and sends them one after 
 - a 429 pauses the whole budget for its retry_after; the row is released without spending
   an attempt, and so is the rest of the batch when the pause is longer than a few seconds.
   A 403 marks the resident inactive and drops the row. Other errors are retried a bounded
-  number of times (the outbox's MAX_ATTEMPTS), then the row fails.
+  number of times (the outbox's MAX_ATTEMPTS), then the row fails;
+- a row that cannot be read or rendered (a failed read, a bug) touches that row only: it is
+  retried with the same backoff and fails for good at the same limit (reported as "not
+  prepared"), and the rest of the batch goes on.
 
 Each row is marked sent as soon as Telegram accepted it, so a restart resumes with the rows
 still pending and never sends again to someone already marked sent. The sender edits the
@@ -44,6 +47,7 @@ from bot.send_budget import BULK, NotSent, SendBudget
 from bot.send_budget import Pace as Pace  # the bulk pace, now the budget's (re-exported)
 from bot.services.broadcasts import (
     BLOCKED,
+    NOT_PREPARED,
     OPTED_OUT,
     UNREACHABLE,
     BroadcastMessage,
@@ -203,8 +207,13 @@ class BroadcastSender:
         if not message.wants_announcements:
             await outbox.drop(message.id, OPTED_OUT)
             return
-        content = await self._content(context, message.broadcast_id)
-        sends = await self._render(context, message, content) if content else None
+        try:
+            content = await self._content(context, message.broadcast_id)
+            sends = await self._render(context, message, content) if content else None
+        except Exception:  # this row only: retried, then failed at the attempt limit
+            log.exception("broadcast row %s could not be prepared", message.id)
+            await outbox.retry_later(message, _backoff(message), NOT_PREPARED)
+            return
         if not sends:
             await outbox.drop(message.id, UNREACHABLE)
             return
@@ -227,8 +236,10 @@ class BroadcastSender:
             log.warning("broadcast row %s refused by Telegram: %s", message.id, exc)
             await outbox.fail(message.id, f"bad request: {exc.message}")
         except (NetworkError, TelegramError) as exc:
-            backoff = timedelta(seconds=min(2**message.attempts, 60))
-            await outbox.retry_later(message, backoff, type(exc).__name__)
+            await outbox.retry_later(message, _backoff(message), type(exc).__name__)
+        except Exception as exc:  # not Telegram's answer (a bug in the call): this row only
+            log.exception("broadcast row %s could not be sent", message.id)
+            await outbox.retry_later(message, _backoff(message), type(exc).__name__)
         else:
             await outbox.mark_sent(message.id)
 
@@ -311,6 +322,11 @@ class BroadcastSender:
             )
         except TelegramError as exc:  # the progress message is a courtesy: never stop for it
             log.info("could not edit the progress of broadcast %s: %s", progress.broadcast_id, exc)
+
+
+def _backoff(message: ClaimedMessage) -> timedelta:
+    """The wait before a row's next attempt, growing with its attempts."""
+    return timedelta(seconds=min(2**message.attempts, 60))
 
 
 def send_budget_of(application: BotApplication) -> SendBudget:

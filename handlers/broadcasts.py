@@ -33,6 +33,7 @@ from bot.i18n import LANGUAGE_NAMES, Html
 from bot.services.broadcasts import (
     BLOCKED,
     NEEDS_SURVEY,
+    NOT_PREPARED,
     OPTED_OUT,
     REPORT_KIND,
     UNREACHABLE,
@@ -530,7 +531,12 @@ async def show_progress(
 
 def _reason(r: Reply, error: str) -> str:
     """Why a person did not get the message, in words (Telegram's own text otherwise)."""
-    known = {BLOCKED: "blocked", OPTED_OUT: "opted_out", UNREACHABLE: "unreachable"}
+    known = {
+        BLOCKED: "blocked",
+        OPTED_OUT: "opted_out",
+        UNREACHABLE: "unreachable",
+        NOT_PREPARED: "not_prepared",
+    }
     return r.label(f"broadcast.reason.{known[error]}") if error in known else error
 
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from telegram import Update
 
 from bot.broadcast_sender import (
@@ -27,7 +28,7 @@ from bot.broadcast_sender import (
 )
 from bot.context import BotApplication
 from bot.services.broadcasts import BroadcastService
-from bot.services.outbox import LEASE, Outbox
+from bot.services.outbox import LEASE, MAX_ATTEMPTS, Outbox
 from emulator.client import EmulatorClient, SimulatedUser
 from emulator.server import BotApiEmulator
 from handlers.broadcasts import render_broadcast, show_progress
@@ -553,3 +554,73 @@ async def test_a_recipient_who_must_wait_does_not_stall_the_batch(db, database_u
         await wait_until(lambda: _closed(db, broadcast_id), timeout=20)
     order = [chat for chat in (await client.traffic())["chat_ids"] if chat in ids]
     assert order[0] == ids[0] and sorted(order[1:3]) == ids[1:] and order[3] == ids[0]
+
+
+# -- one row that cannot be prepared (issue 13, item 1) ------------------------------------
+
+
+async def test_a_row_that_cannot_be_prepared_fails_alone_after_its_attempts(
+    db, database_url, emulator
+):
+    """A recipient whose row fails to be read or rendered is retried with backoff, then
+    failed and reported; every failure counts against the same attempt limit (here a read,
+    a refused send and a rendering bug in turn), and the others are sent at once."""
+    server, client = emulator
+    clock = new_clock()
+    ids = [121, 122, 123, 124]
+    resident_ids = await seed_residents(db, clock, ids)
+    bad = 122
+    await client.register(*[client.user(t, f"P{t}", "fr") for t in ids])
+    staff = client.user(STAFF_ID, "Médiatrice", "fr")
+
+    async def flaky(context, message, content):
+        """The real renderer, except for one recipient: a failed read on the first
+        attempt, a rendering bug on the third and fifth (the others reach Telegram)."""
+        if message.chat_id == bad and message.attempts == 1:
+            raise OperationalError("SELECT language", {}, Exception("connection reset"))
+        if message.chat_id == bad and message.attempts % 2 == 1:
+            raise KeyError("broadcast.missing_key")
+        return await render_broadcast(context, message, content)
+
+    async with bot_running(settings(server, database_url), clock) as application:
+        await stop_broadcast_sender(application)
+        sender = start_broadcast_sender(application, flaky, show_progress, rate=30)
+        await send_to_everyone(staff)
+        broadcast_id = await broadcast_id_of(db)
+
+        async def bad_row() -> OutboxMessage:
+            async with db.read() as session:
+                return await session.scalar(
+                    select(OutboxMessage).where(
+                        OutboxMessage.broadcast_id == broadcast_id,
+                        OutboxMessage.resident_id == resident_ids[1],
+                    )
+                )
+
+        async def attempted(n: int) -> bool:
+            row = await bad_row()
+            return row.attempts == n and row.claimed_until is None
+
+        others = set(ids) - {bad}
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            await wait_until(lambda n=attempt: attempted(n), timeout=10)
+            if attempt == 1:  # the others do not wait for the bad one (nor for the clock)
+
+                async def others_received() -> bool:
+                    return received(await client.traffic(), others) == Counter(others)
+
+                await wait_until(others_received, timeout=10)
+            row = await bad_row()
+            if attempt < MAX_ATTEMPTS:
+                assert row.status == "pending"  # retried later, with a growing backoff
+                assert row.not_before == clock.now() + timedelta(seconds=2**attempt)
+                if attempt % 2 == 1:  # the next attempt is sent, and Telegram refuses it
+                    await client.fail_next("sendMessage", 502)
+                clock.advance(timedelta(seconds=2**attempt))
+                sender.kick()
+        assert row.status == "failed" and row.last_error == "not prepared"
+        report = await staff.wait_message(contains="Bilan de l'envoi", timeout=15)
+    text = report.text or ""
+    assert "Envoyés : 3" in text and "Échecs : 1" in text
+    assert f"R{resident_ids[1]} : message non préparé" in text
+    assert received(await client.traffic(), set(ids)) == Counter(others)

@@ -71,6 +71,8 @@ BLOCKED = "blocked"
 CANCELLED = "cancelled"
 OPTED_OUT = "announcements off"
 UNREACHABLE = "unreachable"
+# Why a row failed although Telegram never refused it: reading or rendering it went wrong.
+NOT_PREPARED = "not prepared"
 
 DRAFT_KEPT_FOR = timedelta(hours=24)
 
