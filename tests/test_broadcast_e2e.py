@@ -822,3 +822,33 @@ async def test_an_old_cancel_button_pressed_during_the_sending_offers_stop(
     assert "arrêté avant la fin" in (report.text or "")
     final = await message_shown(staff, summary.message_id)
     assert "Annonce arrêtée" in (final.text or "") and final.button_texts() == []
+
+
+async def test_cancel_on_the_preview_after_confirm_says_it_is_being_sent(
+    db, database_url, emulator
+):
+    """The sender has not turned the preview into the progress message yet (busy, or
+    starting): its Cancel, pressed after Confirm, answers the truth and leaves the message
+    to the sender, which puts Stop there."""
+    server, client = emulator
+    clock = new_clock()
+    ids = [221, 222, 223]
+    await seed_residents(db, clock, ids)
+    await client.register(*[client.user(t, f"P{t}", "fr") for t in ids])
+    staff = client.user(STAFF_ID, "Médiatrice", "fr")
+    async with bot_running(settings(server, database_url), clock) as application:
+        await stop_broadcast_sender(application)
+        progress_id = await confirm_from_preview(staff)
+        query = await staff.press("Annuler", message_id=progress_id)
+        answer = await staff.callback_answer(query)
+        assert answer.show_alert and "en cours d'envoi" in (answer.text or "")
+        assert "rien n'est annulé" in (answer.text or "")
+        faster_sender(application, rate=30)
+        shown = await staff.wait_event(kind="edit", contains="Envoi de l'annonce")
+        assert shown.message_id == progress_id
+        assert shown.message is not None
+        assert shown.message.button_texts() == ["✖️ Arrêter l'envoi"]
+        await staff.wait_message(contains="Bilan de l'envoi", timeout=15)
+    assert_final(await message_shown(staff, progress_id), sent=3)
+    events = await staff.messages()
+    assert not any("Rien n'a été envoyé" in (m.text or "") for m in events)
