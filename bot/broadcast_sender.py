@@ -19,12 +19,21 @@ SKIP LOCKED on PostgreSQL), renders each at send time, and sends them one after 
 - a 429 pauses the whole budget for its retry_after; the row is released without spending
   an attempt, and so is the rest of the batch when the pause is longer than a few seconds.
   A 403 marks the resident inactive and drops the row. Other errors are retried a bounded
-  number of times (the outbox's MAX_ATTEMPTS), then the row fails.
+  number of times (the outbox's MAX_ATTEMPTS), then the row fails;
+- a row that cannot be read or rendered (a failed read, a bug) touches that row only: it is
+  retried with the same backoff and fails for good at the same limit (reported as "not
+  prepared"), and the rest of the batch goes on.
 
 Each row is marked sent as soon as Telegram accepted it, so a restart resumes with the rows
-still pending and never sends again to someone already marked sent. The sender edits the
-live progress message of each broadcast (at most every `progress_every` seconds) and closes
-a broadcast when no row is left, which queues its report.
+still pending and never sends again to someone already marked sent.
+
+The sender alone edits the progress message of a broadcast (the preview, recorded when it was
+confirmed), so that its edits never overtake one another: at once when the broadcast is
+confirmed (its preview loses Confirm and Cancel and gets Stop), before its first send, then at
+most every `progress_every` seconds. A broadcast with no row left is shown in its final state
+BEFORE it is closed (which queues its report): a crash in between leaves it unfinished, and the
+next start shows and closes it again. After a restart the stored message is edited on; when
+Telegram refuses the edit (the message was deleted), a new progress message replaces it.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from bot.send_budget import BULK, NotSent, SendBudget
 from bot.send_budget import Pace as Pace  # the bulk pace, now the budget's (re-exported)
 from bot.services.broadcasts import (
     BLOCKED,
+    NOT_PREPARED,
     OPTED_OUT,
     UNREACHABLE,
     BroadcastMessage,
@@ -65,8 +75,10 @@ RELEASE_AFTER_S = 5.0  # a pause longer than this releases the rest of the batch
 MessageRenderer = Callable[
     [BotContext, ClaimedMessage, BroadcastMessage], Awaitable[list[Outgoing] | None]
 ]
-# Edits the live progress message of a broadcast (final=True once it is closed).
-ProgressView = Callable[[BotContext, Progress, float, bool], Awaitable[None]]
+# Shows the progress of a broadcast in its progress message (final=True: no row left), given
+# the seconds left; returns the id of a new progress message when it had to send one (none was
+# recorded, or Telegram refused the edit), else None. Raises what Telegram said otherwise.
+ProgressView = Callable[[BotContext, Progress, float, bool], Awaitable[int | None]]
 
 
 class BroadcastSender:
@@ -94,6 +106,8 @@ class BroadcastSender:
         self._contents: dict[int, BroadcastMessage] = {}
         # Broadcasts stopped through this process: rows already claimed are not sent.
         self._stopped: set[int] = set()
+        # Broadcasts to show now (just confirmed, or found unfinished after a restart).
+        self._to_show: set[int] = set()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -115,8 +129,10 @@ class BroadcastSender:
             log.warning("the broadcast sender did not stop in time")
         self._task = None
 
-    def kick(self) -> None:
-        """A broadcast was confirmed: look now rather than at the next poll."""
+    def kick(self, confirmed: int | None = None) -> None:
+        """A broadcast was `confirmed`: show it and look now rather than at the next poll."""
+        if confirmed is not None:
+            self._to_show.add(confirmed)
         self._wake.set()
 
     def stopped(self, broadcast_id: int) -> None:
@@ -158,6 +174,7 @@ class BroadcastSender:
         touched: set[int] = set()
         pending = list(batch)
         while pending:
+            await self._show_confirmed(context)
             if self._stopping.is_set():
                 for left in pending:
                     await services.outbox.postpone(left.id, timedelta(0))
@@ -169,10 +186,11 @@ class BroadcastSender:
                 await services.outbox.postpone(message.id, timedelta(0))
                 touched.add(message.broadcast_id)
                 continue
-            await self._send(context, message)
             if message.broadcast_id is not None:
                 touched.add(message.broadcast_id)
+                # Its first row is not sent before its progress message shows it.
                 await self._maybe_show_progress(context, message.broadcast_id)
+            await self._send(context, message)
             if self.budget.paused_for > RELEASE_AFTER_S:
                 # A long pause (a 429): let the rest of the batch go rather than sit on it.
                 for left in pending:
@@ -182,7 +200,11 @@ class BroadcastSender:
         if not batch or now - self._last_sweep >= SWEEP_EVERY_S:
             # Broadcasts stopped elsewhere, or with nothing left to claim, get closed too.
             self._last_sweep = now
-            touched.update(await services.broadcasts.unfinished())
+            unfinished = await services.broadcasts.unfinished()
+            touched.update(unfinished)
+            # Not shown by this process yet (confirmed before a restart): show them now.
+            self._to_show.update(set(unfinished) - set(self._last_progress))
+        await self._show_confirmed(context)
         for broadcast_id in sorted(touched):
             await self._close_if_done(context, broadcast_id)
         return len(batch)
@@ -203,8 +225,13 @@ class BroadcastSender:
         if not message.wants_announcements:
             await outbox.drop(message.id, OPTED_OUT)
             return
-        content = await self._content(context, message.broadcast_id)
-        sends = await self._render(context, message, content) if content else None
+        try:
+            content = await self._content(context, message.broadcast_id)
+            sends = await self._render(context, message, content) if content else None
+        except Exception:  # this row only: retried, then failed at the attempt limit
+            log.exception("broadcast row %s could not be prepared", message.id)
+            await outbox.retry_later(message, _backoff(message), NOT_PREPARED)
+            return
         if not sends:
             await outbox.drop(message.id, UNREACHABLE)
             return
@@ -227,8 +254,10 @@ class BroadcastSender:
             log.warning("broadcast row %s refused by Telegram: %s", message.id, exc)
             await outbox.fail(message.id, f"bad request: {exc.message}")
         except (NetworkError, TelegramError) as exc:
-            backoff = timedelta(seconds=min(2**message.attempts, 60))
-            await outbox.retry_later(message, backoff, type(exc).__name__)
+            await outbox.retry_later(message, _backoff(message), type(exc).__name__)
+        except Exception as exc:  # not Telegram's answer (a bug in the call): this row only
+            log.exception("broadcast row %s could not be sent", message.id)
+            await outbox.retry_later(message, _backoff(message), type(exc).__name__)
         else:
             await outbox.mark_sent(message.id)
 
@@ -285,32 +314,70 @@ class BroadcastSender:
     def seconds_left(self, remaining: int) -> float:
         return remaining / self.budget.bulk_rate
 
+    async def _show_confirmed(self, context: BotContext) -> None:
+        """Show the broadcasts confirmed since (their preview becomes the progress message)."""
+        while self._to_show:
+            broadcast_id = self._to_show.pop()
+            self._last_progress.pop(broadcast_id, None)
+            await self._maybe_show_progress(context, broadcast_id)
+
     async def _maybe_show_progress(self, context: BotContext, broadcast_id: int) -> None:
         now = asyncio.get_running_loop().time()
         if now - self._last_progress.get(broadcast_id, -math.inf) < self._progress_every:
             return
         self._last_progress[broadcast_id] = now
-        progress = await context.services.broadcasts.progress(broadcast_id)
-        if progress is not None:
-            await self._edit(context, progress, final=False)
+        try:
+            progress = await context.services.broadcasts.progress(broadcast_id)
+        except Exception:  # a courtesy: never stop sending for it
+            log.exception("could not read the progress of broadcast %s", broadcast_id)
+            return
+        if progress is not None and not progress.finished:
+            await self._show(context, progress, final=False)
 
     async def _close_if_done(self, context: BotContext, broadcast_id: int) -> None:
-        final = await context.services.broadcasts.finish_if_done(broadcast_id)
+        """Shown in its final state first, then closed: never closed with a live Stop."""
+        service = context.services.broadcasts
+        final = await service.final_progress(broadcast_id)
         if final is None:
             return
+        if not await self._show(context, final, final=True):
+            return  # Telegram did not answer: shown, then closed, on a later round
+        if not await service.close(final):
+            return  # stopped meanwhile (shown again on the next round), or closed elsewhere
         self._last_progress.pop(broadcast_id, None)
         self._contents.pop(broadcast_id, None)
         self._stopped.discard(broadcast_id)
-        await self._edit(context, final, final=True)
         _kick_delivery(self._application)  # the report is an ordinary outbox message
 
-    async def _edit(self, context: BotContext, progress: Progress, *, final: bool) -> None:
+    async def _show(self, context: BotContext, progress: Progress, *, final: bool) -> bool:
+        """Edit the progress message (or record the one that replaced it). False only when
+        Telegram could not be reached: any other refusal is logged, since the progress
+        message is a courtesy that must never hold a broadcast back."""
         try:
-            await self._show_progress(
+            replaced_by = await self._show_progress(
                 context, progress, self.seconds_left(progress.remaining), final
             )
-        except TelegramError as exc:  # the progress message is a courtesy: never stop for it
-            log.info("could not edit the progress of broadcast %s: %s", progress.broadcast_id, exc)
+        except TelegramError as exc:
+            # A network error or a timeout passes; a refusal (BadRequest, a NetworkError for
+            # python-telegram-bot, or Forbidden) would be the same next time.
+            passing = isinstance(exc, NetworkError | RetryAfter) and not isinstance(exc, BadRequest)
+            log.log(
+                logging.INFO if passing else logging.WARNING,
+                "could not show the progress of broadcast %s: %s",
+                progress.broadcast_id,
+                exc,
+            )
+            return not passing
+        if replaced_by is not None and progress.progress_chat_id is not None:
+            await context.services.broadcasts.set_progress_message(
+                progress.broadcast_id, progress.progress_chat_id, replaced_by
+            )
+        return True
+
+
+def _backoff(message: ClaimedMessage) -> timedelta:
+    """The wait before a row's next attempt, growing with its attempts."""
+    return timedelta(seconds=min(2**message.attempts, 60))
 
 
 def send_budget_of(application: BotApplication) -> SendBudget:
@@ -352,12 +419,14 @@ async def stop_broadcast_sender(application: BotApplication) -> None:
         await sender.stop()
 
 
-def kick_broadcasts(context: BotContext, *, stopped: int | None = None) -> None:
-    """Wake the sender: a broadcast was confirmed, or `stopped`."""
+def kick_broadcasts(
+    context: BotContext, *, confirmed: int | None = None, stopped: int | None = None
+) -> None:
+    """Wake the sender: a broadcast was `confirmed` (show it now), or `stopped`."""
     sender: BroadcastSender | None = context.application.bot_data.get(SENDER_KEY)
     if sender is None:
         return
     if stopped is not None:
         sender.stopped(stopped)
     else:
-        sender.kick()
+        sender.kick(confirmed)

@@ -16,6 +16,7 @@ import logging
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Update
 from telegram.constants import ParseMode
+from telegram.error import BadRequest
 from telegram.ext import (
     ApplicationHandlerStop,
     BaseHandler,
@@ -33,6 +34,7 @@ from bot.i18n import LANGUAGE_NAMES, Html
 from bot.services.broadcasts import (
     BLOCKED,
     NEEDS_SURVEY,
+    NOT_PREPARED,
     OPTED_OUT,
     REPORT_KIND,
     UNREACHABLE,
@@ -373,38 +375,71 @@ async def _back(r: Reply, _cb: Callback) -> None:
     await r.show(*_audience_menu(r))
 
 
+def _pressed_message_id(r: Reply) -> int | None:
+    query = r.update.callback_query if r.update else None
+    return query.message.message_id if query is not None and query.message is not None else None
+
+
+async def _shown_in_pressed(r: Reply) -> int | None:
+    """The broadcast whose progress message holds the pressed button, if any: only the
+    broadcast sender edits that message (its edits must not be overtaken)."""
+    message_id = _pressed_message_id(r)
+    if message_id is None or r.chat_id is None:
+        return None
+    return await r.context.services.broadcasts.shown_in(r.chat_id, message_id)
+
+
 async def _cancel(r: Reply, _cb: Callback) -> None:
-    await r.context.services.broadcasts.discard(r.user_id)
-    await r.toast()
-    await r.show(r.t("broadcast.discarded"))
+    """Discard the draft. Pressed on an older message once a broadcast is confirmed, it
+    says the truth: the broadcast is being sent, and Stop is the way to end it."""
+    service = r.context.services.broadcasts
+    if await service.discard(r.user_id):
+        await r.toast()
+        await r.show(r.t("broadcast.discarded"))
+        return
+    sending = await service.sending_by(r.user_id)
+    if sending is None:
+        await r.toast()
+        if await _shown_in_pressed(r) is None:
+            await r.show(r.t("broadcast.stale"))
+        return
+    await r.toast(r.label("broadcast.toast.being_sent"), alert=True)
+    shown = await _shown_in_pressed(r)
+    if shown is not None:
+        # Its preview, not yet turned into the progress message: the sender does it now.
+        kick_broadcasts(r.context, confirmed=shown)
+        return
+    await r.show(
+        r.t("broadcast.being_sent"),
+        [[r.button(r.label("broadcast.button.stop"), "broadcast_stop", sending)]],
+    )
 
 
 async def _confirm(r: Reply, _cb: Callback) -> None:
-    services = r.context.services
-    broadcast_id = await services.broadcasts.confirm(r.user_id)
+    """Queue the broadcast; its preview becomes the progress message, shown (and kept up to
+    date) by the broadcast sender alone."""
+    broadcast_id = await r.context.services.broadcasts.confirm(
+        r.user_id, progress_message_id=_pressed_message_id(r)
+    )
     if broadcast_id is None:
         await r.toast(r.label("button.stale"), alert=True)
         return
     await r.toast(r.label("broadcast.toast.confirmed"))
-    progress = await services.broadcasts.progress(broadcast_id)
-    assert progress is not None
-    seconds = progress.remaining / services.settings.broadcast_rate
-    text, keyboard = progress_view(r, progress, seconds, final=False)
-    query = r.update.callback_query if r.update else None
-    await r.show(text, keyboard)
-    if query is not None and query.message is not None:
-        await services.broadcasts.set_progress_message(
-            broadcast_id, query.message.chat.id, query.message.message_id
-        )
-    kick_broadcasts(r.context)
+    kick_broadcasts(r.context, confirmed=broadcast_id)
 
 
 async def _stop(r: Reply, cb: Callback) -> None:
-    if await r.context.services.broadcasts.cancel(cb.int_arg(0)):
+    broadcast_id = cb.int_arg(0)
+    stopped = await r.context.services.broadcasts.cancel(broadcast_id)
+    if stopped:
         await r.toast(r.label("broadcast.toast.stopped"))
-        kick_broadcasts(r.context, stopped=cb.int_arg(0))
+        kick_broadcasts(r.context, stopped=broadcast_id)
     else:
         await r.toast(r.label("broadcast.toast.already_over"), alert=True)
+    if await _shown_in_pressed(r) is None:
+        # Stop offered by an old Cancel button: that message must not keep a live Stop.
+        key = "broadcast.toast.stopped" if stopped else "broadcast.toast.already_over"
+        await r.show(r.t(key))
 
 
 # -- residents ----------------------------------------------------------------------------
@@ -513,24 +548,43 @@ async def _staff_reply(context: BotContext, chat_id: int) -> Reply:
 
 async def show_progress(
     context: BotContext, progress: Progress, seconds_left: float, final: bool
-) -> None:
-    """Edit the sender's live progress message (used by the broadcast sender)."""
-    if progress.progress_chat_id is None or progress.progress_message_id is None:
-        return
+) -> int | None:
+    """Edit the progress message (for the broadcast sender); when there is none, or Telegram
+    refuses the edit (the message was deleted, or is too old), send a new one and return its
+    id, to be recorded."""
+    if progress.progress_chat_id is None:
+        return None
     r = await _staff_reply(context, progress.progress_chat_id)
     text, keyboard = progress_view(r, progress, seconds_left, final=final)
-    await context.bot.edit_message_text(
-        text,
-        chat_id=progress.progress_chat_id,
-        message_id=progress.progress_message_id,
-        parse_mode=ParseMode.HTML,
-        reply_markup=InlineKeyboardMarkup(keyboard) if keyboard else None,
+    markup = InlineKeyboardMarkup(keyboard) if keyboard else None
+    if progress.progress_message_id is not None:
+        try:
+            await context.bot.edit_message_text(
+                text,
+                chat_id=progress.progress_chat_id,
+                message_id=progress.progress_message_id,
+                parse_mode=ParseMode.HTML,
+                reply_markup=markup,
+            )
+            return None
+        except BadRequest as exc:
+            if "not modified" in exc.message.lower():
+                return None  # already showing this (shown again after a restart)
+            log.info("progress message of broadcast %s replaced: %s", progress.broadcast_id, exc)
+    sent = await context.bot.send_message(
+        progress.progress_chat_id, text, parse_mode=ParseMode.HTML, reply_markup=markup
     )
+    return sent.message_id
 
 
 def _reason(r: Reply, error: str) -> str:
     """Why a person did not get the message, in words (Telegram's own text otherwise)."""
-    known = {BLOCKED: "blocked", OPTED_OUT: "opted_out", UNREACHABLE: "unreachable"}
+    known = {
+        BLOCKED: "blocked",
+        OPTED_OUT: "opted_out",
+        UNREACHABLE: "unreachable",
+        NOT_PREPARED: "not_prepared",
+    }
     return r.label(f"broadcast.reason.{known[error]}") if error in known else error
 
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from telegram import Update
 
 from bot.broadcast_sender import (
@@ -27,7 +28,7 @@ from bot.broadcast_sender import (
 )
 from bot.context import BotApplication
 from bot.services.broadcasts import BroadcastService
-from bot.services.outbox import LEASE, Outbox
+from bot.services.outbox import LEASE, MAX_ATTEMPTS, Outbox
 from emulator.client import EmulatorClient, SimulatedUser
 from emulator.server import BotApiEmulator
 from handlers.broadcasts import render_broadcast, show_progress
@@ -553,3 +554,301 @@ async def test_a_recipient_who_must_wait_does_not_stall_the_batch(db, database_u
         await wait_until(lambda: _closed(db, broadcast_id), timeout=20)
     order = [chat for chat in (await client.traffic())["chat_ids"] if chat in ids]
     assert order[0] == ids[0] and sorted(order[1:3]) == ids[1:] and order[3] == ids[0]
+
+
+# -- one row that cannot be prepared (issue 13, item 1) ------------------------------------
+
+
+async def test_a_row_that_cannot_be_prepared_fails_alone_after_its_attempts(
+    db, database_url, emulator
+):
+    """A recipient whose row fails to be read or rendered is retried with backoff, then
+    failed and reported; every failure counts against the same attempt limit (here a read,
+    a refused send and a rendering bug in turn), and the others are sent at once."""
+    server, client = emulator
+    clock = new_clock()
+    ids = [121, 122, 123, 124]
+    resident_ids = await seed_residents(db, clock, ids)
+    bad = 122
+    await client.register(*[client.user(t, f"P{t}", "fr") for t in ids])
+    staff = client.user(STAFF_ID, "Médiatrice", "fr")
+
+    async def flaky(context, message, content):
+        """The real renderer, except for one recipient: a failed read on the first
+        attempt, a rendering bug on the third and fifth (the others reach Telegram)."""
+        if message.chat_id == bad and message.attempts == 1:
+            raise OperationalError("SELECT language", {}, Exception("connection reset"))
+        if message.chat_id == bad and message.attempts % 2 == 1:
+            raise KeyError("broadcast.missing_key")
+        return await render_broadcast(context, message, content)
+
+    async with bot_running(settings(server, database_url), clock) as application:
+        await stop_broadcast_sender(application)
+        sender = start_broadcast_sender(application, flaky, show_progress, rate=30)
+        await send_to_everyone(staff)
+        broadcast_id = await broadcast_id_of(db)
+
+        async def bad_row() -> OutboxMessage:
+            async with db.read() as session:
+                return await session.scalar(
+                    select(OutboxMessage).where(
+                        OutboxMessage.broadcast_id == broadcast_id,
+                        OutboxMessage.resident_id == resident_ids[1],
+                    )
+                )
+
+        async def attempted(n: int) -> bool:
+            row = await bad_row()
+            return row.attempts == n and row.claimed_until is None
+
+        others = set(ids) - {bad}
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            await wait_until(lambda n=attempt: attempted(n), timeout=10)
+            if attempt == 1:  # the others do not wait for the bad one (nor for the clock)
+
+                async def others_received() -> bool:
+                    return received(await client.traffic(), others) == Counter(others)
+
+                await wait_until(others_received, timeout=10)
+            row = await bad_row()
+            if attempt < MAX_ATTEMPTS:
+                assert row.status == "pending"  # retried later, with a growing backoff
+                assert row.not_before == clock.now() + timedelta(seconds=2**attempt)
+                if attempt % 2 == 1:  # the next attempt is sent, and Telegram refuses it
+                    await client.fail_next("sendMessage", 502)
+                clock.advance(timedelta(seconds=2**attempt))
+                sender.kick()
+        assert row.status == "failed" and row.last_error == "not prepared"
+        report = await staff.wait_message(contains="Bilan de l'envoi", timeout=15)
+    text = report.text or ""
+    assert "Envoyés : 3" in text and "Échecs : 1" in text
+    assert f"R{resident_ids[1]} : message non préparé" in text
+    assert received(await client.traffic(), set(ids)) == Counter(others)
+
+
+# -- the progress message and the preview after Confirm (issue 13, items 5 and 6) ----------
+
+
+async def confirm_from_preview(staff: SimulatedUser) -> int:
+    """Compose to everyone, confirm; the id of the preview's summary (the progress message)."""
+    await compose(staff)
+    await staff.press("Tout le monde")
+    await staff.wait_message(contains=TEXT)
+    summary = await staff.wait_message(contains="Destinataires")
+    query = await staff.press("Confirmer et envoyer", message_id=summary.message_id)
+    answer = await staff.callback_answer(query)  # once the broadcast is written
+    assert answer.text == "L'envoi a commencé."
+    return summary.message_id
+
+
+async def message_shown(staff: SimulatedUser, message_id: int):
+    return next(m for m in await staff.messages() if m.message_id == message_id)
+
+
+def assert_final(message, sent: int) -> None:
+    """The progress message in its final state: the counts, no live button."""
+    text = message.text or ""
+    assert "Annonce envoyée" in text and f"Envoyés : {sent}" in text, text
+    assert message.button_texts() == []
+
+
+async def test_a_small_broadcast_leaves_its_progress_message_final(db, database_url, emulator):
+    """With the real budget the mediator's chat waits its turn while five sends go out: the
+    progress message still ends with the final counts and no Stop button."""
+    server, client = emulator
+    clock = new_clock()
+    ids = list(range(131, 136))
+    await seed_residents(db, clock, ids)
+    await client.register(*[client.user(t, f"P{t}", "fr") for t in ids])
+    staff = client.user(STAFF_ID, "Médiatrice", "fr")
+    async with bot_running(settings(server, database_url, rate_limit_per_second=30), clock):
+        progress_id = await confirm_from_preview(staff)
+        await staff.wait_message(contains="Bilan de l'envoi", timeout=15)
+    # Every answer of the bot is in (the application has stopped): nothing is left to edit it.
+    assert_final(await message_shown(staff, progress_id), sent=5)
+    broadcast_id = await broadcast_id_of(db)
+    async with db.read() as session:
+        stored = await session.scalar(
+            select(Broadcast.progress_message_id).where(Broadcast.id == broadcast_id)
+        )
+    assert stored == progress_id
+
+
+def sender_task() -> asyncio.Task:
+    return next(t for t in asyncio.all_tasks() if t.get_name() == "broadcast-sender")
+
+
+async def crash_sender(application: BotApplication) -> None:
+    """The sender dies where it stands (its rows keep their lease), as in a crash."""
+    application.bot_data.pop(SENDER_KEY)
+    task = sender_task()
+    task.cancel()
+    await asyncio.wait([task])
+
+
+async def test_a_sender_crashed_mid_way_resumes_its_progress_message(db, database_url, emulator):
+    server, client = emulator
+    clock = new_clock()
+    ids = list(range(140, 160))
+    await seed_residents(db, clock, ids)
+    await client.register(*[client.user(t, f"P{t}", "fr") for t in ids])
+    staff = client.user(STAFF_ID, "Médiatrice", "fr")
+    config = settings(server, database_url, broadcast_rate=5)
+    async with bot_running(config, clock) as application:
+        progress_id = await confirm_from_preview(staff)
+        broadcast_id = await broadcast_id_of(db)
+
+        async def some_sent() -> bool:
+            return (await outbox_counts(db, broadcast_id)).get("sent", 0) >= 3
+
+        await wait_until(some_sent)
+        await crash_sender(application)
+    assert (await outbox_counts(db, broadcast_id)).get("pending", 0) > 0
+    shown = await message_shown(staff, progress_id)
+    assert "Envoi de l'annonce" in (shown.text or "")  # no Confirm nor Cancel any more
+    assert shown.button_texts() == ["✖️ Arrêter l'envoi"]
+    clock.advance(LEASE + timedelta(seconds=1))  # what the dead sender held is free again
+    async with bot_running(config, clock):
+        await staff.wait_message(contains="Bilan de l'envoi", timeout=30)
+    assert_final(await message_shown(staff, progress_id), sent=20)
+    assert set(received(await client.traffic(), set(ids))) == set(ids)
+
+
+async def test_a_broadcast_confirmed_just_before_a_crash_gets_its_progress_message(
+    db, database_url, emulator
+):
+    """The bot died right after the confirmation was written (before anything was shown or
+    sent): the next start turns the preview into the progress message, then its final state."""
+    server, client = emulator
+    clock = new_clock()
+    ids = [161, 162, 163]
+    await seed_residents(db, clock, ids)
+    await client.register(*[client.user(t, f"P{t}", "fr") for t in ids])
+    staff = client.user(STAFF_ID, "Médiatrice", "fr")
+    config = settings(server, database_url)
+    async with bot_running(config, clock) as application:
+        await compose(staff)
+        await staff.press("Tout le monde")
+        await staff.wait_message(contains=TEXT)
+        summary = await staff.wait_message(contains="Destinataires")
+        await crash_sender(application)
+        # The confirmation is committed; the bot dies before answering the button.
+        service = services_of(application).broadcasts
+        assert await service.confirm(STAFF_ID, progress_message_id=summary.message_id)
+    preview = await message_shown(staff, summary.message_id)
+    assert "✅ Confirmer et envoyer" in preview.button_texts()
+    async with bot_running(config, clock):
+        await staff.wait_event(kind="edit", contains="Envoi de l'annonce")
+        await staff.wait_message(contains="Bilan de l'envoi", timeout=15)
+    assert_final(await message_shown(staff, summary.message_id), sent=3)
+
+
+async def test_a_deleted_progress_message_is_replaced_by_a_new_one(db, database_url, emulator):
+    server, client = emulator
+    clock = new_clock()
+    ids = list(range(170, 180))
+    await seed_residents(db, clock, ids)
+    await client.register(*[client.user(t, f"P{t}", "fr") for t in ids])
+    staff = client.user(STAFF_ID, "Médiatrice", "fr")
+    async with bot_running(settings(server, database_url, broadcast_rate=5), clock) as application:
+        progress_id = await confirm_from_preview(staff)
+        await staff.wait_event(kind="edit", contains="Envoi de l'annonce")
+        await application.bot.delete_message(STAFF_ID, progress_id)  # the mediator deleted it
+        await staff.wait_message(contains="Bilan de l'envoi", timeout=15)
+    async with db.read() as session:
+        stored = await session.scalar(select(Broadcast.progress_message_id))
+    assert stored is not None and stored != progress_id
+    assert_final(await message_shown(staff, stored), sent=10)
+
+
+async def test_the_first_progress_edit_failing_still_ends_in_the_final_state(
+    db, database_url, emulator
+):
+    """Telegram fails the edit that turns the preview into the progress message (every retry
+    of it): the progress message is known all the same, and the next edits bring it to the end."""
+    server, client = emulator
+    clock = new_clock()
+    ids = [181, 182, 183, 184, 185]
+    await seed_residents(db, clock, ids)
+    await client.register(*[client.user(t, f"P{t}", "fr") for t in ids])
+    staff = client.user(STAFF_ID, "Médiatrice", "fr")
+    async with bot_running(settings(server, database_url), clock):
+        await compose(staff)
+        await staff.press("Tout le monde")
+        await staff.wait_message(contains=TEXT)
+        summary = await staff.wait_message(contains="Destinataires")
+        await client.fail_next("editMessageText", 502, count=4)  # a try and its 3 retries
+        await staff.press("Confirmer et envoyer", message_id=summary.message_id)
+        await staff.wait_message(contains="Bilan de l'envoi", timeout=15)
+    assert_final(await message_shown(staff, summary.message_id), sent=5)
+
+
+async def test_an_old_cancel_button_pressed_during_the_sending_offers_stop(
+    db, database_url, emulator
+):
+    """Cancel pressed after Confirm never says that nothing was sent: the broadcast is being
+    sent, and Stop is offered."""
+    server, client = emulator
+    clock = new_clock()
+    ids = list(range(190, 220))
+    await seed_residents(db, clock, ids)
+    await client.register(*[client.user(t, f"P{t}", "fr") for t in ids])
+    staff = client.user(STAFF_ID, "Médiatrice", "fr")
+    async with bot_running(settings(server, database_url, broadcast_rate=5), clock):
+        await staff.send("/broadcast")
+        first = await staff.wait_message(contains="Nouvelle annonce")
+        assert first.button_texts() == ["✖️ Annuler"]
+        await staff.send(TEXT)
+        await staff.wait_message(contains="Ajouter une photo")
+        await staff.press("Sans photo")
+        await staff.wait_event(kind="edit", contains="Qui doit la recevoir")
+        await staff.press("Tout le monde")
+        await staff.wait_message(contains=TEXT)
+        summary = await staff.wait_message(contains="Destinataires")
+        await staff.press("Confirmer et envoyer", message_id=summary.message_id)
+        await staff.wait_event(kind="edit", contains="Envoi de l'annonce")
+        preview = await message_shown(staff, summary.message_id)
+        assert preview.button_texts() == ["✖️ Arrêter l'envoi"]
+        query = await staff.press("Annuler", message_id=first.message_id)
+        answer = await staff.callback_answer(query)
+        assert "en cours d'envoi" in (answer.text or "")
+        answered = await staff.wait_event(kind="edit", contains="en cours d'envoi")
+        assert answered.message_id == first.message_id
+        old = await message_shown(staff, first.message_id)
+        assert "Rien n'a été envoyé" not in (old.text or "")
+        assert old.button_texts() == ["✖️ Arrêter l'envoi"]
+        await staff.press("Arrêter l'envoi", message_id=first.message_id)
+        report = await staff.wait_message(contains="Bilan de l'envoi", timeout=15)
+    assert "arrêté avant la fin" in (report.text or "")
+    final = await message_shown(staff, summary.message_id)
+    assert "Annonce arrêtée" in (final.text or "") and final.button_texts() == []
+
+
+async def test_cancel_on_the_preview_after_confirm_says_it_is_being_sent(
+    db, database_url, emulator
+):
+    """The sender has not turned the preview into the progress message yet (busy, or
+    starting): its Cancel, pressed after Confirm, answers the truth and leaves the message
+    to the sender, which puts Stop there."""
+    server, client = emulator
+    clock = new_clock()
+    ids = [221, 222, 223]
+    await seed_residents(db, clock, ids)
+    await client.register(*[client.user(t, f"P{t}", "fr") for t in ids])
+    staff = client.user(STAFF_ID, "Médiatrice", "fr")
+    async with bot_running(settings(server, database_url), clock) as application:
+        await stop_broadcast_sender(application)
+        progress_id = await confirm_from_preview(staff)
+        query = await staff.press("Annuler", message_id=progress_id)
+        answer = await staff.callback_answer(query)
+        assert answer.show_alert and "en cours d'envoi" in (answer.text or "")
+        assert "rien n'est annulé" in (answer.text or "")
+        faster_sender(application, rate=30)
+        shown = await staff.wait_event(kind="edit", contains="Envoi de l'annonce")
+        assert shown.message_id == progress_id
+        assert shown.message is not None
+        assert shown.message.button_texts() == ["✖️ Arrêter l'envoi"]
+        await staff.wait_message(contains="Bilan de l'envoi", timeout=15)
+    assert_final(await message_shown(staff, progress_id), sent=3)
+    events = await staff.messages()
+    assert not any("Rien n'a été envoyé" in (m.text or "") for m in events)

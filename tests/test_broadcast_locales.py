@@ -21,7 +21,9 @@ def keys_used() -> set[str]:
     keys |= {f"broadcast.button.kind_{kind}" for kind in kinds}
     keys |= {f"broadcast.audience.{kind}" for kind in kinds}
     keys |= {f"broadcast.choose_{kind}" for kind in kinds if kind != "all"}
-    keys |= {f"broadcast.reason.{why}" for why in ("blocked", "opted_out", "unreachable")}
+    keys |= {
+        f"broadcast.reason.{why}" for why in ("blocked", "opted_out", "unreachable", "not_prepared")
+    }
     return keys
 
 

@@ -122,14 +122,46 @@ async def test_cancel_drops_the_rows_left_and_closing_queues_one_report(db):
     assert broadcast_id is not None
     assert await service.cancel(broadcast_id)
     assert not await service.cancel(broadcast_id)
-    final = await service.finish_if_done(broadcast_id)
+    final = await service.final_progress(broadcast_id)
     assert final is not None and final.status == "cancelled" and final.cancelled == 5
-    assert await service.finish_if_done(broadcast_id) is None  # closed once
+    assert await service.close(final)
+    assert not await service.close(final)  # closed once
+    assert await service.final_progress(broadcast_id) is None
     async with db.read() as session:
         reports = await session.scalar(
             select(OutboxMessage.id).where(OutboxMessage.kind == "broadcast_report")
         )
     assert reports is not None
+
+
+async def test_the_progress_message_is_recorded_and_closing_waits_for_its_final_state(db):
+    """The preview's message is known from the confirmation on; a broadcast closes only in
+    the state its progress message was last shown with."""
+    clock = new_clock()
+    service = BroadcastService(db, clock)
+    await seed_residents(db, clock, list(range(1, 4)))
+    await previewed(service, {"kind": "all"})
+    broadcast_id = await service.confirm(STAFF, progress_message_id=77)
+    assert broadcast_id is not None
+    assert await service.shown_in(STAFF, 77) == broadcast_id
+    assert await service.shown_in(STAFF, 78) is None
+    assert await service.sending_by(STAFF) == broadcast_id
+    progress = await service.progress(broadcast_id)
+    assert progress is not None
+    assert (progress.progress_chat_id, progress.progress_message_id) == (STAFF, 77)
+    assert await service.final_progress(broadcast_id) is None  # rows are still pending
+    outbox = Outbox(db, clock, "worker")
+    for row in await outbox.claim_due(10, broadcast=True):
+        await outbox.mark_sent(row.id)
+    final = await service.final_progress(broadcast_id)
+    assert final is not None and (final.sent, final.remaining, final.finished) == (3, 0, False)
+    assert await service.cancel(broadcast_id)  # a stop pressed after it was shown as sent
+    assert not await service.close(final)  # shown again first, as stopped
+    again = await service.final_progress(broadcast_id)
+    assert again is not None and again.status == "cancelled"
+    assert await service.close(again)
+    assert (await service.progress(broadcast_id)).finished
+    assert await service.sending_by(STAFF) is None
 
 
 async def test_announcements_can_be_turned_off_and_on(db):

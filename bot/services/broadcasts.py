@@ -71,6 +71,8 @@ BLOCKED = "blocked"
 CANCELLED = "cancelled"
 OPTED_OUT = "announcements off"
 UNREACHABLE = "unreachable"
+# Why a row failed although Telegram never refused it: reading or rendering it went wrong.
+NOT_PREPARED = "not prepared"
 
 DRAFT_KEPT_FOR = timedelta(hours=24)
 
@@ -117,6 +119,7 @@ class Progress:
     created_by: int
     progress_chat_id: int | None
     progress_message_id: int | None
+    finished: bool  # closed: its report is queued
 
 
 @dataclass(frozen=True)
@@ -355,12 +358,14 @@ class BroadcastService:
 
     # -- sending ------------------------------------------------------------------------
 
-    async def confirm(self, user_id: int) -> int | None:
+    async def confirm(self, user_id: int, *, progress_message_id: int | None = None) -> int | None:
         """Turn the previewed draft into a broadcast with one outbox row per recipient.
 
         One transaction: the draft is consumed by a conditional DELETE (a double tap queues
-        nothing twice), the rows are written by INSERT ... SELECT. Returns the broadcast id,
-        or None when there was no draft at the preview step.
+        nothing twice), the rows are written by INSERT ... SELECT, and the message that will
+        show the progress (the preview's, in the person's chat) is recorded with them, so that
+        the sender finds it before its first send, whatever happens next. Returns the
+        broadcast id, or None when there was no draft at the preview step.
         """
         now = self._clock.now()
         async with self._db.write() as session:
@@ -382,6 +387,7 @@ class BroadcastService:
                 status=BroadcastStatus.SENDING,
                 recipients=0,
                 progress_chat_id=user_id,
+                progress_message_id=progress_message_id,
                 created_at=now,
                 confirmed_at=now,
             )
@@ -426,6 +432,26 @@ class BroadcastService:
                 update(Broadcast)
                 .where(Broadcast.id == broadcast_id)
                 .values(progress_chat_id=chat_id, progress_message_id=message_id)
+            )
+
+    async def shown_in(self, chat_id: int, message_id: int) -> int | None:
+        """The broadcast whose progress is shown in this message, if any."""
+        async with self._db.read() as session:
+            return await session.scalar(
+                select(Broadcast.id).where(
+                    Broadcast.progress_chat_id == chat_id,
+                    Broadcast.progress_message_id == message_id,
+                )
+            )
+
+    async def sending_by(self, user_id: int) -> int | None:
+        """The latest broadcast this person confirmed that is still being sent, if any."""
+        async with self._db.read() as session:
+            return await session.scalar(
+                select(Broadcast.id)
+                .where(Broadcast.created_by == user_id, Broadcast.status == BroadcastStatus.SENDING)
+                .order_by(Broadcast.id.desc())
+                .limit(1)
             )
 
     async def cancel(self, broadcast_id: int) -> bool:
@@ -484,12 +510,10 @@ class BroadcastService:
         async with self._db.read() as session:
             return await _progress(session, broadcast_id)
 
-    async def finish_if_done(self, broadcast_id: int) -> Progress | None:
-        """When no row is left to send, close the broadcast and queue its report (once).
-
-        A stopped broadcast may still hold rows released by a sender that stopped: they are
-        dropped here. Returns the final progress when this call closed it.
-        """
+    async def final_progress(self, broadcast_id: int) -> Progress | None:
+        """The final counts of a broadcast with no row left to send and not yet closed, else
+        None. A stopped broadcast may still hold rows released by a sender that stopped: they
+        are dropped here."""
         now = self._clock.now()
         async with self._db.write() as session:
             await session.execute(
@@ -504,22 +528,35 @@ class BroadcastService:
                 )
                 .values(status=OutboxStatus.DROPPED, last_error=CANCELLED)
             )
-            pending = await session.scalar(
-                select(func.count())
-                .select_from(OutboxMessage)
+            progress = await _progress(session, broadcast_id)
+        if progress is None or progress.finished or progress.remaining:
+            return None
+        return progress
+
+    async def close(self, final: Progress) -> bool:
+        """Close a broadcast shown in its `final` state and queue its report (once).
+
+        Only while that state still holds: not closed yet, nothing pending, and the status
+        it was shown with (a stop pressed meanwhile must be shown first). False otherwise.
+        """
+        now = self._clock.now()
+        async with self._db.write() as session:
+            nothing_pending = ~(
+                select(OutboxMessage.id)
                 .where(
-                    OutboxMessage.broadcast_id == broadcast_id,
+                    OutboxMessage.broadcast_id == final.broadcast_id,
                     OutboxMessage.status == OutboxStatus.PENDING,
                 )
+                .exists()
             )
-            if pending:
-                return None
             closed = await session.execute(
                 update(Broadcast)
                 .where(
-                    Broadcast.id == broadcast_id,
+                    Broadcast.id == final.broadcast_id,
                     Broadcast.finished_at.is_(None),
+                    Broadcast.status == final.status,
                     Broadcast.status.in_([BroadcastStatus.SENDING, BroadcastStatus.CANCELLED]),
+                    nothing_pending,
                 )
                 .values(
                     finished_at=now,
@@ -530,23 +567,20 @@ class BroadcastService:
                 )
             )
             if closed.rowcount != 1:
-                return None
-            created_by = await session.scalar(
-                select(Broadcast.created_by).where(Broadcast.id == broadcast_id)
-            )
+                return False
             await session.execute(
                 self._insert()(OutboxMessage)
                 .values(
-                    chat_id=created_by,
+                    chat_id=final.created_by,
                     kind=REPORT_KIND,
-                    payload={"broadcast_id": broadcast_id},
-                    dedupe_key=f"{REPORT_KIND}:{broadcast_id}",
+                    payload={"broadcast_id": final.broadcast_id},
+                    dedupe_key=f"{REPORT_KIND}:{final.broadcast_id}",
                     not_before=now,
                     created_at=now,
                 )
                 .on_conflict_do_nothing(index_elements=["dedupe_key"])
             )
-            return await _progress(session, broadcast_id)
+            return True
 
     async def failures(self, broadcast_id: int) -> list[Failure]:
         """Rows that were not delivered, for the report (pseudonymous: no Telegram id)."""
@@ -595,6 +629,7 @@ async def _progress(session: Any, broadcast_id: int) -> Progress | None:
                 Broadcast.created_by,
                 Broadcast.progress_chat_id,
                 Broadcast.progress_message_id,
+                Broadcast.finished_at,
             ).where(Broadcast.id == broadcast_id)
         )
     ).one_or_none()
@@ -624,6 +659,7 @@ async def _progress(session: Any, broadcast_id: int) -> Progress | None:
         created_by=head.created_by,
         progress_chat_id=head.progress_chat_id,
         progress_message_id=head.progress_message_id,
+        finished=head.finished_at is not None,
     )
 
 
