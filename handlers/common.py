@@ -6,7 +6,7 @@ import logging
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ParseMode
-from telegram.error import BadRequest
+from telegram.error import BadRequest, TelegramError
 
 from bot.callbacks import Callback
 from bot.context import BotContext
@@ -116,6 +116,17 @@ class Reply:
         query = self.update.callback_query if self.update else None
         if query is not None:
             await query.answer(text, show_alert=alert)
+
+
+async def answer_button(update: Update) -> None:
+    """Stop a pressed button's spinner, best effort: Telegram takes one answer per press and
+    refuses the next ("query is too old..."), which is no reason to stop what follows."""
+    if update.callback_query is None:
+        return
+    try:
+        await update.callback_query.answer()
+    except TelegramError as exc:
+        log.info("could not answer a pressed button: %s", exc)
 
 
 async def pressed_button(
