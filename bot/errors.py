@@ -173,8 +173,8 @@ async def _apologise(update: Update, context: BotContext, services: Services) ->
     language = services.translator.resolve_language(
         profile.language if profile else None, user.language_code if user else None
     )
-    # Apart from the apology: the failed handler has often answered the button already,
-    # and Telegram refuses a second answer.
+    # Best effort, apart from the apology: the failed handler has often answered the
+    # button already, Telegram refuses a second answer, and the apology must go all the same.
     await answer_button(update)
     try:
         await context.bot.send_message(
