@@ -89,7 +89,13 @@ class CallbackCodec:
 
     def decode(self, user_id: int, data: str | None) -> Callback | None:
         """The callback, or None when the data is stale, forged, malformed or not for this user."""
-        if not data or len(data.encode()) > MAX_BYTES:
+        if not data:
+            return None
+        try:
+            size = len(data.encode())
+        except UnicodeEncodeError:  # a lone surrogate: no client sends it, JSON can carry it
+            return None
+        if size > MAX_BYTES:
             return None
         body, _, tag = data.rpartition("|")
         parts = body.split("|")

@@ -35,6 +35,7 @@ from telegram.error import Forbidden, NetworkError, TelegramError
 
 from bot.context import SERVICES_KEY, BotContext, Services
 from bot.telegram_request import single_attempt
+from handlers.common import answer_button
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +173,10 @@ async def _apologise(update: Update, context: BotContext, services: Services) ->
     language = services.translator.resolve_language(
         profile.language if profile else None, user.language_code if user else None
     )
+    # Best effort, apart from the apology: the failed handler has often answered the
+    # button already, Telegram refuses a second answer, and the apology must go all the same.
+    await answer_button(update)
     try:
-        if update.callback_query is not None:
-            await update.callback_query.answer()
         await context.bot.send_message(
             chat.id, services.translator.text(language, "error.sorry"), parse_mode=ParseMode.HTML
         )

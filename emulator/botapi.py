@@ -632,10 +632,11 @@ class BotApi:
     async def delete_message(self, params: Params) -> Result:
         chat = self._chat(params)
         message_id = params.integer("message_id", required=True)
-        if message_id not in chat.messages:
-            raise bad_request("message to delete not found")
-        del chat.messages[message_id]
-        self.state.record_event(chat, "delete", "bot", message_id=message_id)
+        assert message_id is not None
+        try:
+            self.state.delete_message(chat, message_id, "bot")
+        except LookupError as exc:
+            raise bad_request("message to delete not found") from exc
         return True
 
     # -- callback queries and chats --------------------------------------------------------

@@ -506,6 +506,12 @@ class SimulatedUser(ChatView):
         )
         self._observe(answer["seq"])
 
+    async def delete(self, message_id: int) -> None:
+        """Deletes a message of this chat for both sides, as a person can; Telegram does not
+        tell the bot, whose edits of it then fail with "message to edit not found"."""
+        answer = await self.client.call("DELETE", f"/chats/{self.chat_id}/messages/{message_id}")
+        self._observe(answer["seq"])
+
     async def press(self, button: str, *, message_id: int | None = None) -> str:
         """Presses the inline button whose text is ``button`` (else contains it, else whose
         callback_data is it) on the latest bot message with an inline keyboard, or on

@@ -93,6 +93,7 @@ class SideApi:
             web.get(f"{prefix}/chats", self.chats),
             web.post(f"{prefix}/chats/{{chat_id}}/messages", self.post_message),
             web.get(f"{prefix}/chats/{{chat_id}}/messages", self.messages),
+            web.delete(f"{prefix}/chats/{{chat_id}}/messages/{{message_id}}", self.delete_message),
             web.post(f"{prefix}/chats/{{chat_id}}/edits", self.edit_message),
             web.post(f"{prefix}/chats/{{chat_id}}/callbacks", self.press),
             web.get(f"{prefix}/chats/{{chat_id}}/events/next", self.next_event),
@@ -269,6 +270,16 @@ class SideApi:
             raise SideError(400, "message_id and text are required")
         try:
             event = self.state.edit_user_message(chat, message_id, text)
+        except LookupError as exc:
+            raise SideError(404, str(exc)) from exc
+        return web.json_response({"seq": event.seq})
+
+    async def delete_message(self, request: web.Request) -> web.Response:
+        """A user deletes a message of their chat for both sides (Telegram does not tell the
+        bot); the bot's edits of it then fail with "message to edit not found"."""
+        chat = self._chat(request)
+        try:
+            event = self.state.delete_message(chat, _int_arg(request, "message_id"), "user")
         except LookupError as exc:
             raise SideError(404, str(exc)) from exc
         return web.json_response({"seq": event.seq})

@@ -478,6 +478,13 @@ class EmulatorState:
             chat, "edit", source, message_id=version.payload["message_id"], version=version
         )
 
+    def delete_message(self, chat: Chat, message_id: int, source: str) -> Event:
+        """Removes a message for everyone (the bot's deleteMessage, or a user deleting it in
+        their chat); edits of it are then refused, as Telegram does."""
+        if chat.messages.pop(message_id, None) is None:
+            raise LookupError(f"chat {chat.id} has no message {message_id}")
+        return self.record_event(chat, "delete", source, message_id=message_id)
+
     def admit_send(self, chat: Chat, method: str) -> None:
         """Applies the flood limits to a send or edit, then records it as accepted."""
         now = self.clock()

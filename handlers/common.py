@@ -6,13 +6,16 @@ import logging
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ParseMode
-from telegram.error import BadRequest
+from telegram.error import BadRequest, TelegramError
 
 from bot.callbacks import Callback
 from bot.context import BotContext
 from bot.services.residents import ResidentProfile
 
 log = logging.getLogger(__name__)
+
+# Telegram's refusals to edit a message that is no longer there to edit.
+MESSAGE_GONE = ("message to edit not found", "message can't be edited")
 
 
 class Reply:
@@ -96,7 +99,12 @@ class Reply:
     async def show(
         self, text: str, keyboard: list[list[InlineKeyboardButton]] | None = None
     ) -> None:
-        """Replace the message whose button was pressed, or send a new one for a command."""
+        """Replace the message whose button was pressed, or send a new one for a command.
+
+        The one place where handlers edit the pressed message. A message that is gone (the
+        person deleted it after pressing, or Telegram no longer lets it be edited) gets the
+        same content as a new message: what the button did is done and must be shown. The
+        same content again (a double tap) is left as it is."""
         query = self.update.callback_query if self.update else None
         if query is None or query.message is None or not isinstance(query.message, Message):
             await self.send(text, keyboard)
@@ -108,14 +116,30 @@ class Reply:
                 reply_markup=InlineKeyboardMarkup(keyboard) if keyboard else None,
             )
         except BadRequest as exc:
-            if "not modified" not in exc.message.lower():
+            reason = exc.message.lower()
+            if "not modified" in reason:
+                return
+            if not any(marker in reason for marker in MESSAGE_GONE):
                 raise
+            log.info("the pressed message cannot be edited (%s): sending a new one", reason)
+            await self.send(text, keyboard)
 
     async def toast(self, text: str | None = None, *, alert: bool = False) -> None:
         """Answer the pressed button (Telegram shows a spinner until this is done)."""
         query = self.update.callback_query if self.update else None
         if query is not None:
             await query.answer(text, show_alert=alert)
+
+
+async def answer_button(update: Update) -> None:
+    """Stop a pressed button's spinner, best effort: Telegram takes one answer per press and
+    refuses the next ("query is too old..."), which is no reason to stop what follows."""
+    if update.callback_query is None:
+        return
+    try:
+        await update.callback_query.answer()
+    except TelegramError as exc:
+        log.info("could not answer a pressed button: %s", exc)
 
 
 async def pressed_button(

@@ -31,7 +31,7 @@ from bot.context import SERVICES_KEY, BotApplication, BotContext, Services
 from bot.flood import FloodControl
 from bot.ordering import PerPersonUpdateProcessor
 from bot.settings import STAFF_ROLES
-from handlers.common import Reply
+from handlers.common import Reply, answer_button
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +91,14 @@ async def guard(update: Update, context: BotContext) -> None:
         chat.type != ChatType.PRIVATE and chat.id != services.settings.admin_chat_id
     ):
         log.debug("ignored an update from outside the bot's chats")
-        await _answer_button(update)
+        await answer_button(update)  # it goes no further
         raise ApplicationHandlerStop
     if chat.type == ChatType.PRIVATE and (user is None or user.is_bot):
         raise ApplicationHandlerStop
     if not within_budget:
         assert user is not None and flood is not None
         if update.callback_query is not None and flood.should_answer(user.id):
-            await _answer_button(update)
+            await answer_button(update)  # it goes no further
         if chat.type == ChatType.PRIVATE and flood.should_notice(user.id):
             log.info("slowing down %s: too many updates", services.pseudonym(user.id))
             r = await Reply.for_update(update, context)
@@ -131,16 +131,6 @@ async def _membership_changed(update: Update, context: BotContext) -> None:
         await context.bot.leave_chat(change.chat.id)
     except TelegramError as exc:
         log.warning("could not leave a %s: %s", change.chat.type, exc)
-
-
-async def _answer_button(update: Update) -> None:
-    """A pressed button that goes no further still gets an answer, so it stops spinning."""
-    if update.callback_query is None:
-        return
-    try:
-        await update.callback_query.answer()
-    except TelegramError as exc:
-        log.info("could not answer a dropped button: %s", exc)
 
 
 async def _send_quietly(r: Reply, key: str) -> None:

@@ -58,6 +58,35 @@ def test_arbitrary_data_never_raises_and_is_refused(data: str) -> None:
     assert codec.decode(1, data) is None
 
 
+# A lone surrogate is a str no client encodes, but JSON carries it ("\udcff"): a forger's.
+LONE_SURROGATE = st.characters(categories=["Cs"])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "1|m|\udcff",
+        "\udcff",
+        "1|m|" + codec.encode(1, "menu").rsplit("|", 1)[1][:-1] + "\udcff",  # in the tag
+        codec.encode(1, "register", 5, 0, 0, 0).replace("|5|", "|5\ud800|"),  # in an argument
+    ],
+)
+def test_data_with_a_lone_surrogate_is_refused(data: str) -> None:
+    assert codec.decode(1, data) is None
+
+
+@given(
+    st.sampled_from(["", "1|", "1|m|", "1|r|5|0|0|"]),
+    st.text(max_size=30),
+    LONE_SURROGATE,
+    st.text(max_size=30),
+)
+def test_a_lone_surrogate_anywhere_never_raises_and_is_refused(
+    prefix: str, before: str, lone: str, after: str
+) -> None:
+    assert codec.decode(1, prefix + before + lone + after) is None
+
+
 @given(st.integers(min_value=0, max_value=2**31 - 1), st.sampled_from(["fr", "en", "ar"]))
 def test_valid_values_survive(workshop: int, language: str) -> None:
     assert codec.decode(7, codec.encode(7, "card", workshop, 1, 2, 3)).args == (workshop, 1, 2, 3)

@@ -1,7 +1,8 @@
 """The global error handler: apology, compact channel notice (rate-limited), blocked people.
 
-A handler that fails (a test command added to the real application) and a JobQueue job that
-fails both reach it; the channel is a group in the emulator.
+A handler that fails (a test command added to the real application, or a real button whose
+edit the emulator refuses) and a JobQueue job that fails all reach it; the channel is a
+group in the emulator.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from emulator.client import EmulatorClient, SimulatedGroup
 from emulator.server import BotApiEmulator
 from storage.models import Resident
 from tests.e2e import settings_for
-from tests.factories import new_clock
+from tests.factories import new_clock, seed_workshop
 
 pytestmark = [pytest.mark.storage, pytest.mark.e2e]
 
@@ -118,6 +119,44 @@ async def test_a_failing_handler_apologises_and_tells_the_channel_without_data(
         await person.wait_message(contains=SORRY)
         lines = [m.text or "" for m in await channel.messages() if "Erreur" in (m.text or "")]
         assert len(lines) == 1
+
+
+async def test_a_button_that_failed_after_answering_still_gets_the_apology(db, database_url):
+    """The handler answered the button (its toast), then failed: Telegram refuses a second
+    answer to the same press, and that must not cost the person the apology."""
+    await ResidentService(db, new_clock()).give_consent(35, "Lina", "fr")
+    async with bot_with_failures(database_url) as (_, client, channel):
+        person = client.user(35, "Lina", "fr")
+        await person.send("/menu")
+        menu = await person.wait_message()
+        await client.fail_next("editMessageText", 400)  # the list replaces the menu: refused
+        query = await person.press("📅 Voir les ateliers", message_id=menu.message_id)
+        await person.wait_message(contains=SORRY, timeout=10)
+        answer = await person.callback_answer(query)  # the handler's, before it failed
+        assert not answer.show_alert
+        notice = await channel.wait_message(contains="Erreur", timeout=10)
+        assert "BadRequest dans handlers.resident" in (notice.text or "")
+
+
+async def test_a_button_that_failed_before_answering_is_answered_and_apologised_for(
+    db, database_url
+):
+    """The workshop card is shown before its button is answered: when showing it fails, the
+    apology answers the button (no spinner left) and says sorry."""
+    clock = new_clock()
+    await ResidentService(db, clock).give_consent(36, "Omar", "fr")
+    await seed_workshop(db, clock, title="Atelier courriel")
+    async with bot_with_failures(database_url) as (_, client, _channel):
+        person = client.user(36, "Omar", "fr")
+        await person.send("/menu")
+        menu = await person.wait_message()
+        await person.press("📅 Voir les ateliers", message_id=menu.message_id)
+        await person.wait_event(kind="edit")
+        await client.fail_next("editMessageText", 400)
+        query = await person.press("Atelier courriel", message_id=menu.message_id)
+        sorry = await person.wait_event(kind="message", contains=SORRY, timeout=10)
+        answer = await person.callback_answer(query)
+        assert answer.seq < sorry.seq and not answer.show_alert and not answer.text
 
 
 async def test_the_next_notice_after_the_interval_says_how_many_were_left_out(db, database_url):
