@@ -52,7 +52,7 @@ def notice_line(r: Reply, facts: NoticeFacts) -> str:
         venue=facts.venue_name,
     )
     common = {
-        "person": _named(r, facts.person),
+        "person": person_name(r, facts.person),
         "workshop": Html(workshop),
     }
     seats = (
@@ -66,7 +66,7 @@ def notice_line(r: Reply, facts: NoticeFacts) -> str:
         case NoticeEvent.WAITLISTED:
             return r.t("relay.notice.waitlisted", rank=facts.waitlist_rank or 0, **common)
         case NoticeEvent.CANCELLED if facts.promoted:
-            promoted = _named(r, facts.promoted_person)
+            promoted = person_name(r, facts.promoted_person)
             return r.t("relay.notice.cancelled_promoted", promoted=promoted, **common)
         case NoticeEvent.CANCELLED:
             return r.t("relay.notice.cancelled", seats=Html(seats), **common)
@@ -76,6 +76,7 @@ def notice_line(r: Reply, facts: NoticeFacts) -> str:
             return r.t("relay.notice.promoted", **common)
 
 
-def _named(r: Reply, first_name: str | None) -> str:
-    """The person's first name, set apart from the line (user input), or "someone"."""
+def person_name(r: Reply, first_name: str | None) -> str:
+    """A resident's first name set apart from the line (user input), or "someone";
+    for every line that names a resident to the team (notices, relay cards)."""
     return isolated(first_name) if first_name else r.label("relay.notice.someone")
