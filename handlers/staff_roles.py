@@ -21,6 +21,7 @@ from bot.delivery import Outgoing, kick_delivery
 from bot.i18n import Html
 from bot.services.outbox import ClaimedMessage
 from bot.services.staff import COORDINATOR, ROLE_NOTICE, RoleOutcome
+from bot.user_text import quoted
 from handlers.common import Reply
 from handlers.notices import renders
 from handlers.staff_menus import refresh_staff_menu
@@ -116,11 +117,11 @@ async def _role_command(update: Update, context: BotContext, action: str) -> Non
         await r.send(r.t("roles.resident"))
         return
     if role not in ROLES:
-        await r.send(r.t("roles.unknown_role", value=args[0], keys=", ".join(ROLES)))
+        await r.send(r.t("roles.unknown_role", value=quoted(args[0]), keys=", ".join(ROLES)))
         return
     target = _telegram_id(user)
     if target is None:
-        await r.send(r.t("roles.bad_user", value=user))
+        await r.send(r.t("roles.bad_user", value=quoted(user)))
         return
     await _change(r, action, role, target)
 

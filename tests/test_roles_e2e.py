@@ -187,7 +187,7 @@ BAD_INPUTS = [
     ("/grant mediator 1 2", "/grant RÔLE NUMÉRO"),
     (f"/grant mediator @{NEWCOMER}", "n'est pas un identifiant Telegram"),
     ("/grant mediator Karim", "n'est pas un identifiant Telegram"),
-    (f"/grant chef {NEWCOMER}", "Je ne connais pas le rôle « chef »"),
+    (f"/grant chef {NEWCOMER}", "Je ne connais pas le rôle « \u2068chef\u2069 »"),
     (f"/grant resident {NEWCOMER}", "Tout le monde est déjà habitant"),
     (f"/grant mediator {MEDIATOR}", "a déjà le rôle médiateur"),
     (f"/revoke facilitator {MEDIATOR}", "n'a pas le rôle animateur"),
