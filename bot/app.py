@@ -44,7 +44,7 @@ from handlers.broadcasts import render_broadcast, show_progress
 from handlers.notices import render_notice
 from handlers.privacy import schedule_retention
 from handlers.reminders import schedule_reminder_planner
-from handlers.staff_menus import set_staff_menus
+from handlers.staff_menus import schedule_waiting_menus_reload, set_staff_menus
 from handlers.surveys import schedule_survey_sweep
 from storage.db import Database
 
@@ -120,6 +120,7 @@ def build_application(settings: Settings, *, clock: Clock | None = None) -> BotA
             schedule_checkin_prompts(application.job_queue)
             schedule_survey_sweep(application.job_queue)
             schedule_retention(application.job_queue, settings.tz)
+            schedule_waiting_menus_reload(application.job_queue)
         # Broadcasts have their own sender (bulk calls in the shared budget); it resumes what
         # a restart interrupted.
         start_broadcast_sender(

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from emulator.files import StoredFile, image_size
-from emulator.formatting import EntityParseError, parse_html, strip_text
+from emulator.formatting import EntityParseError, parse_html, strip_text, utf16_len
 from emulator.state import (
     ApiError,
     Chat,
@@ -270,7 +270,7 @@ class BotApi:
         text, entities = strip_text(text, entities)
         if required and not text:
             raise bad_request("message text is empty")
-        if len(text) > limit:
+        if utf16_len(text) > limit:  # Telegram counts UTF-16 code units
             raise bad_request("message is too long" if required else "message caption is too long")
         return text, entities, html
 
@@ -472,14 +472,17 @@ class BotApi:
             info["last_error_date"], info["last_error_message"] = self.state.webhook_last_error
         return info
 
-    @staticmethod
-    def _commands_key(params: Params) -> tuple[str, str]:
+    def _commands_key(self, params: Params) -> tuple[str, str]:
         scope = params.structured("scope") or {"type": "default"}
         if not isinstance(scope, dict) or scope.get("type") not in COMMAND_SCOPES:
             raise bad_request("can't parse BotCommandScope")
         key = scope["type"]
         if key in ("chat", "chat_administrators", "chat_member"):
-            key += f":{scope.get('chat_id')}"
+            # Like Telegram: a chat the bot has never seen (someone who never opened it).
+            chat_id = scope.get("chat_id")
+            if not isinstance(chat_id, int | str) or self.state.find_chat(chat_id) is None:
+                raise bad_request("chat not found")
+            key += f":{chat_id}"
         if scope["type"] == "chat_member":
             key += f":{scope.get('user_id')}"
         language = params.text("language_code") or ""

@@ -15,6 +15,7 @@ from handlers.mediator import CAPTURE_GROUP, mediator_capture_handlers, mediator
 from handlers.privacy import ACTIVITY_GROUP, activity_handler, privacy_handlers
 from handlers.reminders import reminder_handlers
 from handlers.resident import resident_handlers
+from handlers.staff_menus import MENU_GROUP, waiting_menu_handler
 from handlers.staff_roles import staff_role_handlers
 from handlers.stats import stats_handlers
 from handlers.surveys import TEXT_CAPTURE_GROUP, survey_handlers, survey_text_handler
@@ -62,6 +63,8 @@ def register_handlers(application: BotApplication) -> None:
     install_guard(application)
     # Every update from a person moves their retention clock (RGPD); never stops the others.
     application.add_handler(activity_handler(), group=ACTIVITY_GROUP)
+    # A staff menu that Telegram refused (never opened the bot) is set at the next update.
+    application.add_handler(waiting_menu_handler(), group=MENU_GROUP)
     # The message after "talk to a mediator" (group -25) comes before written survey answers
     # (group -20); handlers/mediator.py lets a survey question shown later take the text.
     application.add_handlers(mediator_capture_handlers(), group=CAPTURE_GROUP)

@@ -23,6 +23,7 @@ from bot.services.attendance import (
     RollWorkshop,
 )
 from bot.services.outbox import ClaimedMessage
+from bot.user_text import isolated
 from handlers import views
 from handlers.common import Reply, pressed_button
 from handlers.notices import renders
@@ -156,7 +157,7 @@ def roll_call_view(r: Reply, roll: RollCall) -> tuple[str, views.Keyboard]:
     for number, entry in enumerate(roll.entries, start=1):
         name = entry.first_name or r.label("attendance.someone", number=number)
         mark = "✅" if entry.present else "⬜"
-        label = f"{mark} {_short(name, NAME_CHARS)}"
+        label = f"{mark} {isolated(_short(name, NAME_CHARS))}"
         buttons.append(
             r.button(label, "roll_set", entry.registration_id, 0 if entry.present else 1)
         )

@@ -14,6 +14,7 @@ from bot.delivery import Outgoing
 from bot.i18n import Html
 from bot.services.channel import NOTICE_KIND, NoticeEvent, NoticeFacts
 from bot.services.outbox import ClaimedMessage
+from bot.user_text import isolated
 from handlers.common import Reply
 from handlers.notices import renders
 
@@ -51,7 +52,7 @@ def notice_line(r: Reply, facts: NoticeFacts) -> str:
         venue=facts.venue_name,
     )
     common = {
-        "person": facts.person or r.label("relay.notice.someone"),
+        "person": person_name(r, facts.person),
         "workshop": Html(workshop),
     }
     seats = (
@@ -65,7 +66,7 @@ def notice_line(r: Reply, facts: NoticeFacts) -> str:
         case NoticeEvent.WAITLISTED:
             return r.t("relay.notice.waitlisted", rank=facts.waitlist_rank or 0, **common)
         case NoticeEvent.CANCELLED if facts.promoted:
-            promoted = facts.promoted_person or r.label("relay.notice.someone")
+            promoted = person_name(r, facts.promoted_person)
             return r.t("relay.notice.cancelled_promoted", promoted=promoted, **common)
         case NoticeEvent.CANCELLED:
             return r.t("relay.notice.cancelled", seats=Html(seats), **common)
@@ -73,3 +74,9 @@ def notice_line(r: Reply, facts: NoticeFacts) -> str:
             return r.t("relay.notice.left_waitlist", **common)
         case NoticeEvent.PROMOTED:
             return r.t("relay.notice.promoted", **common)
+
+
+def person_name(r: Reply, first_name: str | None) -> str:
+    """A resident's first name set apart from the line (user input), or "someone";
+    for every line that names a resident to the team (notices, relay cards)."""
+    return isolated(first_name) if first_name else r.label("relay.notice.someone")

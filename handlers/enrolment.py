@@ -21,6 +21,7 @@ from bot.services.enrolment import (
     normalise_name,
     normalise_phone,
 )
+from bot.user_text import isolated
 from handlers import views
 from handlers.common import Reply, pressed_button
 
@@ -79,7 +80,7 @@ async def _ask_phone(r: Reply, problem: str | None = None) -> None:
 async def _ask_consent(r: Reply, data: dict) -> None:
     await r.context.services.conversations.set(r.user_id, CONVERSATION, "consent", data)
     await r.send(
-        r.t("enrolment.ask.consent", name=str(data["name"])),
+        r.t("enrolment.ask.consent", name=isolated(str(data["name"]))),
         [[r.button(r.label("enrolment.consent_yes"), "enrol_consent")], _abort_row(r)],
     )
 
@@ -168,11 +169,11 @@ async def _enrol(r: Reply, data: dict, callback: Callback) -> None:
     assert w is not None and result.claim_code is not None
     title = services.translator.localized(w.title, r.language)
     if result.outcome is EnrolOutcome.CONFIRMED:
-        place = r.t("enrolment.done.confirmed", name=str(data["name"]), title=title)
+        place = r.t("enrolment.done.confirmed", name=isolated(str(data["name"])), title=title)
     else:
         place = r.t(
             "enrolment.done.waitlisted",
-            name=str(data["name"]),
+            name=isolated(str(data["name"])),
             title=title,
             rank=result.waitlist_rank or 0,
         )

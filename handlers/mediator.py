@@ -36,6 +36,7 @@ from bot.services.mediator_relay import (
 )
 from bot.services.outbox import ClaimedMessage
 from handlers import views
+from handlers.channel import person_name
 from handlers.common import Reply, pressed_button
 from handlers.notices import renders
 
@@ -133,7 +134,7 @@ async def _relay(r: Reply, sender: Sender, user: User, text: str) -> None:
     facilitators = Reply.for_recipient(r.context, settings.admin_chat_id, settings.default_language)
     card = facilitators.t(
         "relay.card",
-        name=sender.first_name or user.first_name or facilitators.label("relay.notice.someone"),
+        name=person_name(facilitators, sender.first_name or user.first_name),
         language=LANGUAGE_NAMES[r.language],
         text=text,
     )
@@ -175,7 +176,7 @@ async def on_admin_reply(update: Update, context: BotContext) -> None:
     r = Reply.for_recipient(context, message.chat_id, settings.default_language)
     if result.outcome is ReplyOutcome.QUEUED:
         kick_delivery(context)
-        ack = r.t("relay.ack", name=result.first_name or r.label("relay.notice.someone"))
+        ack = r.t("relay.ack", name=person_name(r, result.first_name))
     elif result.outcome is ReplyOutcome.TOO_LONG:
         ack = r.t("relay.ack_too_long", limit=relay.max_reply_chars)
     elif result.outcome is ReplyOutcome.NOT_TEXT:

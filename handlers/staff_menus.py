@@ -3,21 +3,33 @@
 Telegram shows a chat's own menu (BotCommandScopeChat) before the default one, so staff
 commands are set on each staff member's private chat only; the default menu, which every
 resident sees, never lists them. Menus are set at start and after every grant or revoke.
+
+Telegram refuses the menu of someone who never opened the bot ("chat not found"): the menu
+then waits in the database (bot/services/staff.py) and is set on the person's next update
+in a private chat (`set_waiting_menu`, its own handler group). Whether a menu waits is known
+without a query, so a resident's tap costs nothing more.
 """
 
 from __future__ import annotations
 
 import logging
 
-from telegram import Bot, BotCommand, BotCommandScopeChat
+from telegram import Bot, BotCommand, BotCommandScopeChat, Update
+from telegram.constants import ChatType
 from telegram.error import TelegramError
+from telegram.ext import BaseHandler, JobQueue, TypeHandler
 
 import handlers  # RESIDENT_COMMANDS and STAFF_COMMANDS, read at call time (import cycle)
-from bot.context import Services
+from bot.context import BotContext, Services
 from bot.i18n import Translator
 from bot.services.staff import COORDINATOR, StaffMenu
 
 log = logging.getLogger(__name__)
+
+# After the activity handler (-90), before every feature: the menu is there for the answer.
+MENU_GROUP = -85
+# Another instance may have queued a menu: this one reloads who waits, every so often.
+RELOAD_WAITING_MENUS_S = 60.0
 
 
 def staff_command_names(roles: frozenset[str]) -> tuple[str, ...]:
@@ -56,21 +68,61 @@ async def apply_staff_menu(bot: Bot, services: Services, menu: StaffMenu) -> Non
     await bot.set_my_commands(commands, scope=scope)
 
 
-async def refresh_staff_menu(bot: Bot, services: Services, telegram_id: int) -> None:
-    """After a grant or revoke; a failure is logged, the change itself stands."""
-    await _apply_or_log(bot, services, await services.staff.menu_of(telegram_id))
+async def refresh_staff_menu(bot: Bot, services: Services, telegram_id: int) -> bool:
+    """After a grant or revoke: True when the menu is set, False when it waits for the
+    person's next update (the change itself stands either way)."""
+    return await _apply_or_defer(bot, services, await services.staff.menu_of(telegram_id))
 
 
 async def set_staff_menus(bot: Bot, services: Services) -> None:
     """At start: every staff member's menu; one failure does not stop the others."""
+    await services.staff.load_pending_menus()
     for menu in await services.staff.menus():
-        await _apply_or_log(bot, services, menu)
+        await _apply_or_defer(bot, services, menu)
 
 
-async def _apply_or_log(bot: Bot, services: Services, menu: StaffMenu) -> None:
+async def set_waiting_menu(update: Update, context: BotContext) -> None:
+    """The person writes to the bot in private: set their menu if Telegram refused it before."""
+    user, chat = update.effective_user, update.effective_chat
+    staff = context.services.staff
+    if user is None or chat is None or chat.type != ChatType.PRIVATE:
+        return
+    if not staff.menu_pending(user.id):
+        return
+    menu = await staff.claim_pending_menu(user.id)
+    if menu is not None:
+        await _apply_or_defer(context.bot, context.services, menu)
+
+
+def waiting_menu_handler() -> BaseHandler:
+    return TypeHandler(Update, set_waiting_menu)
+
+
+def schedule_waiting_menus_reload(job_queue: JobQueue) -> None:
+    job_queue.run_repeating(
+        _reload_waiting_menus,
+        interval=RELOAD_WAITING_MENUS_S,
+        first=RELOAD_WAITING_MENUS_S,
+        name="staff-menus-reload",
+    )
+
+
+async def _reload_waiting_menus(context: BotContext) -> None:
+    await context.services.staff.load_pending_menus()
+
+
+async def _apply_or_defer(bot: Bot, services: Services, menu: StaffMenu) -> bool:
+    """Set the menu now (True), or, when Telegram refuses, keep it for the next update."""
     try:
         await apply_staff_menu(bot, services, menu)
     except TelegramError as exc:
         log.warning(
-            "could not set the command menu of %s: %s", services.pseudonym(menu.telegram_id), exc
+            "could not set the command menu of %s (set at their next update): %s",
+            services.pseudonym(menu.telegram_id),
+            exc,
         )
+        await services.staff.menu_refused(menu.telegram_id)
+        return False
+    if services.staff.menu_pending(menu.telegram_id):
+        await services.staff.menu_applied(menu.telegram_id)
+    return True

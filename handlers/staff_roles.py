@@ -21,6 +21,7 @@ from bot.delivery import Outgoing, kick_delivery
 from bot.i18n import Html
 from bot.services.outbox import ClaimedMessage
 from bot.services.staff import COORDINATOR, ROLE_NOTICE, RoleOutcome
+from bot.user_text import quoted
 from handlers.common import Reply
 from handlers.notices import renders
 from handlers.staff_menus import refresh_staff_menu
@@ -116,11 +117,11 @@ async def _role_command(update: Update, context: BotContext, action: str) -> Non
         await r.send(r.t("roles.resident"))
         return
     if role not in ROLES:
-        await r.send(r.t("roles.unknown_role", value=args[0], keys=", ".join(ROLES)))
+        await r.send(r.t("roles.unknown_role", value=quoted(args[0]), keys=", ".join(ROLES)))
         return
     target = _telegram_id(user)
     if target is None:
-        await r.send(r.t("roles.bad_user", value=user))
+        await r.send(r.t("roles.bad_user", value=quoted(user)))
         return
     await _change(r, action, role, target)
 
@@ -179,8 +180,10 @@ async def _change(r: Reply, action: str, role: str, target: int) -> None:
             services.pseudonym(target),
             services.pseudonym(r.user_id),
         )
-        await refresh_staff_menu(r.context.bot, services, target)
-        await r.show(r.t("roles.granted" if action == "grant" else "roles.revoked", **params))
+        done = r.t("roles.granted" if action == "grant" else "roles.revoked", **params)
+        if not await refresh_staff_menu(r.context.bot, services, target):
+            done += "\n" + r.t("roles.menu_later")
+        await r.show(done)
         kick_delivery(r.context)
         return
     await r.show(r.t(f"roles.{outcome.value}", **params))
@@ -188,7 +191,10 @@ async def _change(r: Reply, action: str, role: str, target: int) -> None:
 
 @renders(ROLE_NOTICE)
 async def _role_notice(context: BotContext, message: ClaimedMessage) -> list[Outgoing] | None:
-    """Tell the person, unless the change was undone meanwhile or they never talked to us."""
+    """Tell the person, unless the change was undone meanwhile or they never talked to us.
+
+    Their menu is set again here, just before: the notice says the new commands are in the
+    menu only when Telegram took it, otherwise how to get them (/start)."""
     assert message.chat_id is not None
     role, action = message.payload["role"], message.payload["action"]
     held = role in await context.services.staff.roles_of(message.chat_id)
@@ -198,9 +204,12 @@ async def _role_notice(context: BotContext, message: ClaimedMessage) -> list[Out
         await context.bot.get_chat(message.chat_id)
     except (BadRequest, Forbidden):
         return None
-    profile = await context.services.residents.profile(message.chat_id)
+    services = context.services
+    menu_set = await refresh_staff_menu(context.bot, services, message.chat_id)
+    profile = await services.residents.profile(message.chat_id)
     r = Reply.for_recipient(context, message.chat_id, profile.language if profile else None)
-    return [Outgoing.message(r.t(f"roles.notice_{action}", role=r.label(f"roles.name.{role}")))]
+    key = f"roles.notice_{action}" if menu_set else f"roles.notice_{action}_no_menu"
+    return [Outgoing.message(r.t(key, role=r.label(f"roles.name.{role}")))]
 
 
 def staff_role_handlers() -> list[BaseHandler]:

@@ -33,6 +33,7 @@ from bot.services.stats import (
 )
 from bot.surveys import QuestionDef
 from bot.taxonomy import NEED_CATEGORIES
+from bot.user_text import quoted
 from handlers.common import Reply
 from handlers.views import Keyboard
 
@@ -366,14 +367,14 @@ async def stats_command(update: Update, context: BotContext) -> None:
     try:
         period = parse_period(period_text, stats.today())
     except PeriodError:
-        await r.send(r.t("stats.bad_period", text=period_text or ""))
+        await r.send(r.t("stats.bad_period", text=quoted(period_text or "")))
         return
     territory_id = None
     if words:
         territory = await stats.find_territory(" ".join(words))
         if territory is None:
             names = ", ".join(t.name for t in await stats.territories())
-            await r.send(r.t("stats.unknown_area", text=" ".join(words), names=names))
+            await r.send(r.t("stats.unknown_area", text=quoted(" ".join(words)), names=names))
             return
         territory_id = territory.territory_id
     scope = StatsScope(period, territory_id, viewer.facilitator_id)

@@ -45,6 +45,7 @@ from bot.services.surveys import (
 )
 from bot.surveys import WORKSHOP_PLACEHOLDER, Option, QuestionDef, QuestionType, SurveyDef
 from bot.text_split import split_for_telegram
+from bot.user_text import isolated
 from handlers import views
 from handlers.common import Reply
 from handlers.notices import renders
@@ -348,7 +349,7 @@ def _answer_words(r: Reply, line: CardLine) -> str:
     if line.skipped:
         return r.t("surveys.card.skipped")
     if line.text is not None:
-        return f"« {html.escape(line.text, quote=False)} »"
+        return f"« {html.escape(isolated(line.text), quote=False)} »"
     if line.number is not None:
         return f"{SCALE_FACES[line.number - 1]} {line.number}"
     labels = {option.key: option for option in line.options}
@@ -375,7 +376,7 @@ async def _response_card(context: BotContext, message: ClaimedMessage) -> list[O
     if card.workshop_title is not None and card.workshop_starts_at is not None:
         lines.append(_workshop_line(r, card.workshop_title, card.workshop_starts_at))
     if card.person is not None:
-        lines.append(r.t("surveys.card.person", name=card.person))
+        lines.append(r.t("surveys.card.person", name=isolated(card.person)))
     elif card.survey.anonymous:
         lines.append(r.t("surveys.card.anonymous"))
     for line in card.lines:
@@ -431,7 +432,7 @@ def _question_digest(
             lines.append(f"{label} {bar} {option_count.count}")
         else:
             lines.append(f"{bar} {option_count.count} · {label}")
-    lines += [f"💬 « {html.escape(text, quote=False)} »" for text in summary.texts]
+    lines += [f"💬 « {html.escape(isolated(text), quote=False)} »" for text in summary.texts]
     return lines
 
 

@@ -503,6 +503,16 @@ class RelayedMessage(Base):
     )
 
 
+class PendingStaffMenu(Base):
+    """A staff member whose command menu Telegram refused (they had not opened the bot yet):
+    set on their next update. In the database, so a restart or another instance knows."""
+
+    __tablename__ = "staff_menus_pending"
+
+    telegram_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    since: Mapped[datetime]
+
+
 class RoleChange(Base):
     """Every grant and revocation of a staff role, with who did it (audit trail)."""
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from bot.clock import ManualClock
 from bot.context import BotApplication, Services
+from bot.user_text import isolated
 from emulator.client import ChatMessage, EmulatorClient, SimulatedUser
 from emulator.server import BotApiEmulator
 from handlers.attendance import PROMPT_JOB
@@ -146,13 +147,19 @@ async def test_roll_call_by_a_facilitator_and_refused_to_a_resident(world: World
     roll = await edited(fay)
     assert f"Code de présence : {world.code}" in roll.text
     assert "Présents : 1 sur 3" in roll.text
-    assert roll.button_texts()[:3] == ["✅ P3001", "⬜ P3002", "⬜ P3003"]
-    await fay.press("⬜ P3003")
+    assert roll.button_texts()[:3] == [
+        f"✅ {isolated('P3001')}",
+        f"⬜ {isolated('P3002')}",
+        f"⬜ {isolated('P3003')}",
+    ]
+    await fay.press(f"⬜ {isolated('P3003')}")
     ticked = await edited(fay)
-    assert "✅ P3003" in ticked.button_texts() and "Présents : 2 sur 3" in ticked.text
+    assert (
+        f"✅ {isolated('P3003')}" in ticked.button_texts() and "Présents : 2 sur 3" in ticked.text
+    )
     assert await attendance(world.db, 3003) == (START + 10 * MINUTE, "roll", FACILITATOR)
-    await fay.press("✅ P3003")
-    assert "⬜ P3003" in (await edited(fay)).button_texts()
+    await fay.press(f"✅ {isolated('P3003')}")
+    assert f"⬜ {isolated('P3003')}" in (await edited(fay)).button_texts()
     assert await attendance(world.db, 3003) == (None, None, None)
 
     # A resident: the command is refused, and so are roll-call buttons, forged or not.

@@ -12,6 +12,7 @@ from bot.services.channel import NOTICE_KIND, ChannelNotices
 from bot.services.registration import RegistrationService
 from bot.services.residents import ResidentService
 from bot.settings import CHANNEL_NOTICE_KINDS, Settings
+from bot.user_text import isolated
 from emulator.client import EmulatorClient, SimulatedGroup, SimulatedUser
 from emulator.server import BotApiEmulator
 from storage.db import Database
@@ -23,6 +24,8 @@ pytestmark = [pytest.mark.storage, pytest.mark.e2e]
 
 # seed_workshop: three days after T0, Friday 4 December 2026, 10:00 in Paris.
 WHERE = "(ven. 4 déc. 10:00, EPN Montreynaud)"
+# Names are user input: each line sets them apart with Unicode isolates.
+ALICE, BOB, CARLA = isolated("Alice"), isolated("Bob"), isolated("Carla")
 
 
 @dataclass
@@ -85,9 +88,9 @@ async def test_registration_waitlist_and_cancellation_with_promotion(world: Worl
         await registrations.cancel(1, workshop)
         seen = await lines(world.channel, 3)
     assert seen == [
-        f"✅ Alice — Atelier smartphone {WHERE} · complet",
-        f"⏳ Bob — Atelier smartphone {WHERE} · liste d'attente n°1",
-        f"❌ Alice — Atelier smartphone {WHERE} · annulé · place donnée à Bob",
+        f"✅ {ALICE} — Atelier smartphone {WHERE} · complet",
+        f"⏳ {BOB} — Atelier smartphone {WHERE} · liste d'attente n°1",
+        f"❌ {ALICE} — Atelier smartphone {WHERE} · annulé · place donnée à {BOB}",
     ]
     rows = await outbox_of_kind(world.db, NOTICE_KIND)
     assert [(row.status, row.attempts) for row in rows] == [("sent", 1)] * 3
@@ -106,9 +109,9 @@ async def test_a_kind_turned_off_is_not_announced(world: World) -> None:
         await registrations.register(3, other)  # its line comes after any earlier one
         seen = await lines(world.channel, 3)
     assert seen == [
-        f"✅ Alice — Atelier A {WHERE} · complet",
-        f"⏳ Bob — Atelier A {WHERE} · liste d'attente n°1",
-        f"✅ Carla — Atelier B {WHERE} · 4 places libres",
+        f"✅ {ALICE} — Atelier A {WHERE} · complet",
+        f"⏳ {BOB} — Atelier A {WHERE} · liste d'attente n°1",
+        f"✅ {CARLA} — Atelier B {WHERE} · 4 places libres",
     ]
 
 
@@ -122,6 +125,23 @@ async def test_a_notice_decided_before_a_crash_is_sent_after_the_restart(world: 
     assert [row.status for row in await outbox_of_kind(world.db, NOTICE_KIND)] == ["pending"]
     async with bot_running(world.settings(), world.clock):
         seen = await lines(world.channel, 1)
-    assert seen == [f"✅ Alice — Atelier courriel {WHERE} · 2 places libres"]
+    assert seen == [f"✅ {ALICE} — Atelier courriel {WHERE} · 2 places libres"]
     assert len(await world.channel.messages()) == 1
     assert [row.status for row in await outbox_of_kind(world.db, NOTICE_KIND)] == ["sent"]
+
+
+async def test_a_name_with_a_right_to_left_override_stays_inside_its_place(world: World) -> None:
+    """A first name is user input: its U+202E must not reverse the rest of the notice."""
+    workshop = await seed_workshop(world.db, world.clock, capacity=5, title="Atelier smartphone")
+    await consenting(world, (1, "\u202eAlice"), (2, "Bob\u202c\u2069"))
+    async with bot_running(world.settings(), world.clock) as application:
+        registrations = services_of(application).registrations
+        await registrations.register(1, workshop)
+        await registrations.register(2, workshop)
+        seen = await lines(world.channel, 2)
+    # Each name sits between FSI and PDI; the override that is never closed is dropped, and
+    # so are the closers in Bob's name, which close nothing.
+    assert seen == [
+        f"✅ \u2068Alice\u2069 — Atelier smartphone {WHERE} · 4 places libres",
+        f"✅ \u2068Bob\u2069 — Atelier smartphone {WHERE} · 3 places libres",
+    ]

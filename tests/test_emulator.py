@@ -379,7 +379,9 @@ async def test_documents_and_photos_are_downloadable(
         await bot.send_photo(1001, "no-such-file-id")
 
 
-async def test_commands_per_scope_and_language(bot: telegram.Bot, client: EmulatorClient) -> None:
+async def test_commands_per_scope_and_language(
+    bot: telegram.Bot, client: EmulatorClient, alice: SimulatedUser
+) -> None:
     await bot.set_my_commands([("start", "Démarrer"), ("aide", "Aide")], language_code="fr")
     await bot.set_my_commands(
         [("admin", "Admin")], scope=telegram.BotCommandScopeChat(chat_id=1001)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bot.services.residents import ResidentService
+from bot.user_text import isolated
 from emulator.client import ChatMessage, SimulatedUser
 from storage.db import Database
 from tests.e2e import bot_running
@@ -61,7 +62,7 @@ async def test_desk_enrolment_with_a_waitlist_then_claims(world: World) -> None:
     mediator = world.client.user(MEDIATOR, "Mehdi", "fr")
     async with bot_running(world.settings, world.clock):
         yvette_code = await enrol_at_desk(mediator, "Yvette", "06 12 34 56 78", "Tablette")
-        assert "Yvette</b> a une place" in (await mediator.last()).html
+        assert f"{isolated('Yvette')}</b> a une place" in (await mediator.last()).html
         karim_code = await enrol_at_desk(mediator, "Karim", None, "Tablette")
         assert "liste d'attente (position 1)" in (await mediator.last()).text
         assert (await workshop_row(world.db, workshop_id)).seats_taken == 1

@@ -14,6 +14,7 @@ from bot.clock import ManualClock
 from bot.services.mediator_relay import REPLY_KIND
 from bot.services.residents import ResidentService
 from bot.settings import Settings
+from bot.user_text import isolated
 from emulator.client import ChatView, EmulatorClient, SimulatedUser
 from emulator.server import BotApiEmulator
 from storage.db import Database
@@ -76,7 +77,7 @@ async def test_french_round_trip_in_a_group(world: World) -> None:
         await open_prompt(alice, "💬 Parler à un médiateur", "Écrire à un médiateur")
         await alice.send("Je n'arrive pas à ouvrir <ma boîte mail> & mes factures")
         card = await group.wait_message(contains=CARD)
-        assert "Alice · Français" in card.text
+        assert f"{isolated('Alice')} · Français" in card.text
         assert "Je n'arrive pas à ouvrir <ma boîte mail> & mes factures" in card.text
         assert "&lt;ma boîte mail&gt; &amp; mes factures" in card.html
         sent = await alice.wait_message(contains="Votre message est envoyé")
@@ -88,7 +89,7 @@ async def test_french_round_trip_in_a_group(world: World) -> None:
         answer = await alice.wait_message(contains="Réponse d'un médiateur")
         assert answer.text.endswith("Bonjour Alice, venez mardi à 14h")
         assert answer.button_texts() == ["💬 Répondre au médiateur"]
-        ack = await group.wait_message(contains="Envoyé à Alice")
+        ack = await group.wait_message(contains=f"Envoyé à {isolated('Alice')}")
         assert ack.reply_to == reply_id
     rows = await outbox_of_kind(world.db, REPLY_KIND)
     assert [row.status for row in rows] == ["sent"]
@@ -102,7 +103,7 @@ async def test_arabic_round_trip_in_a_channel(world: World) -> None:
         await open_prompt(layla, "💬 التحدث مع وسيط", "الكتابة إلى وسيط")
         await layla.send("مرحبا، أحتاج مساعدة في البريد الإلكتروني")
         card = await channel.wait_message(contains=CARD)
-        assert "ليلى · العربية" in card.text
+        assert f"{isolated('ليلى')} · العربية" in card.text
         assert "مرحبا، أحتاج مساعدة في البريد الإلكتروني" in card.text
         await layla.wait_message(contains="تم إرسال رسالتك")
 
@@ -110,7 +111,7 @@ async def test_arabic_round_trip_in_a_channel(world: World) -> None:
         reply_id = await channel.post("Bonjour, venez mercredi", reply_to=card.message_id)
         answer = await layla.wait_message(contains="ردّ من وسيط")
         assert "Bonjour, venez mercredi" in answer.text
-        ack = await channel.wait_message(contains="Envoyé à ليلى")
+        ack = await channel.wait_message(contains=f"Envoyé à {isolated('ليلى')}")
         assert ack.reply_to == reply_id
 
         await layla.press("💬 الرد على الوسيط")  # and she can write again from the answer
@@ -169,9 +170,9 @@ async def test_replies_to_anything_else_or_elsewhere_are_ignored(world: World) -
         await other.send(omar, "Pas ici", reply_to=card.message_id)
         await group.send(omar, "La vraie réponse", reply_to=card.message_id)
         answer = await alice.wait_message(contains="Réponse d'un médiateur")
-        await group.wait_message(contains="Envoyé à Alice")
+        await group.wait_message(contains=f"Envoyé à {isolated('Alice')}")
     assert "La vraie réponse" in answer.text
-    assert [m.text for m in await group.messages()][-1] == "✓ Envoyé à Alice."
+    assert [m.text for m in await group.messages()][-1] == f"✓ Envoyé à {isolated('Alice')}."
     assert len(await group.messages()) == 2  # the card and the one acknowledgement
     assert await other.messages() == []
     assert len([m for m in await alice.messages() if "Réponse d'un" in (m.text or "")]) == 1

@@ -62,8 +62,10 @@ async def test_one_refused_menu_at_start_is_logged_and_the_others_are_set(db: Da
     with caplog.at_level(logging.WARNING, logger="handlers.staff_menus"):
         await set_staff_menus(bot, services)  # type: ignore[arg-type]
     assert sorted(bot.menus) == [1, 3]
+    assert staff.menu_pending(2) and not staff.menu_pending(3)
     assert [c.command for c in bot.menus[3]] == [*RESIDENT_COMMANDS, *STAFF_COMMANDS["facilitator"]]
     assert bot.menus[3][0].description == "Commencer"  # in the default language
     assert [r.getMessage() for r in caplog.records] == [
-        f"could not set the command menu of {log_pseudonym(2, token)}: Chat not found"
+        f"could not set the command menu of {log_pseudonym(2, token)}"
+        " (set at their next update): Chat not found"
     ]

@@ -18,6 +18,7 @@ from bot.clock import ManualClock
 from bot.services.surveys import RESPONSE_CARD
 from bot.settings import Settings
 from bot.text_split import TELEGRAM_TEXT_LIMIT, telegram_length
+from bot.user_text import isolated
 from emulator.client import ChatMessage, EmulatorClient, SimulatedGroup, SimulatedUser
 from emulator.server import BotApiEmulator
 from storage.db import Database
@@ -155,7 +156,10 @@ async def test_the_poll_in_french_across_a_restart_then_card_and_digest(world: W
         card = await world.channel.wait_message(contains="Nouvelle réponse", timeout=10)
         assert "Réponse anonyme" in card.text and "Alice" not in card.text
         assert "• Satisfaction : 😄 5" in card.text
-        assert "• Autre chose à essayer : « Envoyer des photos à ma fille »" in card.text
+        assert (
+            f"• Autre chose à essayer : « {isolated('Envoyer des photos à ma fille')} »"
+            in card.text
+        )
         assert "• Commentaire : passée" in card.text
         digest = await world.channel.wait_message(contains="Bilan", timeout=10)
     assert "Atelier « Mon smartphone au quotidien »" in digest.text
@@ -163,7 +167,7 @@ async def test_the_poll_in_french_across_a_restart_then_card_and_digest(world: W
     assert "Moyenne : 5,0 / 5" in digest.text
     assert "😄 5 ▇▇▇▇▇▇▇▇▇▇ 1" in digest.text and "😞 1 ▁▁▁▁▁▁▁▁▁▁ 0" in digest.text
     assert "▇▇▇▇▇▇▇▇▇▇ 1 · Refaire ce qu'on a vu ensemble" in digest.text
-    assert "💬 « Envoyer des photos à ma fille »" in digest.text
+    assert f"💬 « {isolated('Envoyer des photos à ma fille')} »" in digest.text
 
 
 async def test_the_needs_survey_in_english_across_a_restart(world: World) -> None:
@@ -213,7 +217,7 @@ async def test_the_needs_survey_in_english_across_a_restart(world: World) -> Non
         thanks = await next_edit(bob)
         assert "Thank you 🙏" in thanks.text
         card = await world.channel.wait_message(contains="Nouvelle réponse", timeout=10)
-        assert "👤 Bob" in card.text and "• Quartier : Montreynaud" in card.text
+        assert f"👤 {isolated('Bob')}" in card.text and "• Quartier : Montreynaud" in card.text
         assert "• Difficile : 📧 Les e-mails" in card.text
         await bob.send("/needs")
         assert "already told us" in (await bob.wait_message()).text
@@ -341,7 +345,7 @@ async def test_long_digests_are_split_under_the_limit_or_sent_as_a_file(world: W
     world.clock.advance(timedelta(hours=48))
     await survey_service(world.db, world.clock).sweep()
 
-    comment = "très bien " * 44 + "très bien »"
+    comment = "très bien " * 44 + "très bien\u2069 »"  # free text ends its isolate
     async with bot_running(world.settings(), world.clock):
         parts: list[ChatMessage] = []
         while not (

@@ -21,7 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
 from storage.db import Database
-from storage.models import OutboxMessage, Resident, RoleChange, StaffMember, StaffRole
+from storage.models import (
+    OutboxMessage,
+    PendingStaffMenu,
+    Resident,
+    RoleChange,
+    StaffMember,
+    StaffRole,
+)
 
 # Outbox kind of the short message telling someone a role was given or taken back.
 ROLE_NOTICE = "role_change"
@@ -49,6 +56,10 @@ class StaffService:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
+        # Who has a command menu waiting (PendingStaffMenu), known without a query: this is
+        # asked on every update. Loaded at start and reloaded now and then (another instance
+        # may have added someone); kept in step with this instance's own changes.
+        self._pending_menus: set[int] = set()
 
     def _insert(self, table: type[StaffMember]) -> SqliteInsert | PgInsert:
         """The dialect's INSERT, which knows ON CONFLICT DO NOTHING."""
@@ -168,6 +179,45 @@ class StaffService:
                 roles = frozenset(row.role for row in held)
                 menus.append(StaffMenu(telegram_id, roles, held[0].language))
             return menus
+
+    async def load_pending_menus(self) -> None:
+        async with self._db.read() as session:
+            pending = set(await session.scalars(select(PendingStaffMenu.telegram_id)))
+        self._pending_menus = pending
+
+    def menu_pending(self, telegram_id: int) -> bool:
+        """Whether this person's menu waits for their next update (no database query)."""
+        return telegram_id in self._pending_menus
+
+    async def menu_refused(self, telegram_id: int) -> None:
+        """Telegram refused the person's menu: set it at their next update (idempotent)."""
+        async with self._db.write() as session:
+            await session.execute(
+                self._insert(PendingStaffMenu)
+                .values(telegram_id=telegram_id, since=self._clock.now())
+                .on_conflict_do_nothing(index_elements=["telegram_id"])
+            )
+        self._pending_menus.add(telegram_id)
+
+    async def menu_applied(self, telegram_id: int) -> None:
+        """The person's menu is set: nothing waits any more."""
+        await self._unmark_menu(telegram_id)
+
+    async def claim_pending_menu(self, telegram_id: int) -> StaffMenu | None:
+        """The menu to set now, if it was waiting; None when nothing waits (or another
+        instance took it a moment ago). Whoever claims it sets it, or marks it refused again."""
+        if not await self._unmark_menu(telegram_id):
+            return None
+        return await self.menu_of(telegram_id)
+
+    async def _unmark_menu(self, telegram_id: int) -> bool:
+        """Forget that the person's menu waits; True when it did."""
+        self._pending_menus.discard(telegram_id)
+        async with self._db.write() as session:
+            removed = await session.execute(
+                delete(PendingStaffMenu).where(PendingStaffMenu.telegram_id == telegram_id)
+            )
+        return removed.rowcount == 1
 
 
 async def _coordinators(session: AsyncSession) -> set[int]:
