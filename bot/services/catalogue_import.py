@@ -67,7 +67,9 @@ WEEKDAYS: tuple[str, ...] = get_args(Weekday)
 MAX_CAPACITY = 500
 MAX_DURATION_MINUTES = 12 * 60
 _CLOCK_TIME = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
+_CALENDAR_DAY = re.compile(r"^([0-9]{4})-([0-9]{2})-([0-9]{2})$")
 _YAML_STR = "tag:yaml.org,2002:str"
+_YAML_TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
 
 class CatalogueError(Exception):
@@ -79,19 +81,32 @@ class CatalogueError(Exception):
 
 
 class _CatalogueLoader(yaml.SafeLoader):
-    """A safe YAML loader that keeps clock times as text and refuses a field written twice.
+    """A safe YAML loader that keeps clock times and dates as text and refuses a field written
+    twice.
 
-    YAML 1.1 reads an unquoted 14:00 as the base-60 integer 840, and silently keeps the last of
-    two identical fields: both would turn an operator's slip into a wrong workshop.
+    YAML 1.1 reads an unquoted 14:00 as the base-60 integer 840, silently keeps the last of two
+    identical fields, and turns 2026-02-30 into a Python exception with no line: all three would
+    turn an operator's slip into a wrong workshop or a traceback. Dates are read by the models.
     """
 
     # Checked before the int resolver of the same first character, so that 14:00 stays text.
     yaml_implicit_resolvers: ClassVar[dict[str, list[tuple[str, re.Pattern[str]]]]] = {
-        first: [(_YAML_STR, re.compile(r"^[0-9]{1,2}:[0-9]{2}$")), *resolvers]
-        if first.isdigit()
-        else list(resolvers)
+        first: [
+            *([(_YAML_STR, re.compile(r"^[0-9]{1,2}:[0-9]{2}$"))] if first.isdigit() else []),
+            *(resolver for resolver in resolvers if resolver[0] != _YAML_TIMESTAMP),
+        ]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """A value Python cannot hold (an integer of 5,000 digits) is a problem at its line."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as exc:
+            shown = str(node.value)[:20] + ("..." if len(str(node.value)) > 20 else "")
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {shown!r} ({str(exc).split(';')[0]})", node.start_mark
+            ) from None
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[str] = set()
@@ -137,6 +152,17 @@ def _check_texts(value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
     return {lang: text.strip() for lang, text in value.items()}
 
 
+def _parse_calendar_day(value: Any) -> Any:
+    """A day written 2026-12-03; an impossible one (2026-02-30) says so."""
+    match = _CALENDAR_DAY.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError("must be a date written like 2026-12-03")
+    try:
+        return dt.date(int(match[1]), int(match[2]), int(match[3]))
+    except ValueError:
+        raise ValueError(f"{value} is not a day of the calendar") from None
+
+
 def _parse_clock_time(value: Any) -> Any:
     match = _CLOCK_TIME.match(value) if isinstance(value, str) else None
     if match is None:
@@ -149,6 +175,7 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Address = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
 Texts = Annotated[dict[str, str], BeforeValidator(_require_mapping), AfterValidator(_check_texts)]
 ClockTime = Annotated[dt.time, BeforeValidator(_parse_clock_time)]
+CalendarDay = Annotated[dt.date, BeforeValidator(_parse_calendar_day)]
 
 
 class _Entry(BaseModel):
@@ -197,7 +224,7 @@ class WorkshopEntry(_Entry):
     venue: Key
     capacity: int = Field(ge=1, le=MAX_CAPACITY)
     status: Literal["scheduled", "cancelled"] | None = None
-    date: dt.date | None = None
+    date: CalendarDay | None = None
     in_days: int | None = Field(default=None, ge=0, le=366)
     weekday: Weekday | None = None
     start: ClockTime
@@ -224,7 +251,10 @@ class WorkshopEntry(_Entry):
             raise ValueError("end, duration_minutes: give exactly one of them")
         self._starts_at = _local_to_utc(day, self.start, tz, "start")
         if self.duration_minutes is not None:
-            self._ends_at = self._starts_at + dt.timedelta(minutes=self.duration_minutes)
+            try:
+                self._ends_at = self._starts_at + dt.timedelta(minutes=self.duration_minutes)
+            except OverflowError:
+                raise ValueError("duration_minutes: the end is out of range") from None
         else:
             assert self.end is not None
             self._ends_at = _local_to_utc(day, self.end, tz, "end")
@@ -249,7 +279,10 @@ class WorkshopEntry(_Entry):
 def _local_to_utc(day: dt.date, at: dt.time, tz: ZoneInfo, field_name: str) -> dt.datetime:
     """The UTC instant of a local wall time, refusing the times that DST skips or repeats."""
     local = dt.datetime.combine(day, at, tzinfo=tz)
-    moment = local.astimezone(dt.UTC)
+    try:
+        moment = local.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError(f"{field_name}: {at:%H:%M} on {day} is out of range") from None
     if moment.astimezone(tz).replace(tzinfo=None) != local.replace(tzinfo=None):
         raise ValueError(
             f"{field_name}: {at:%H:%M} does not exist on {day} in {tz.key} "
@@ -355,6 +388,8 @@ def _read_yaml(path: Path, source: str) -> Any:
         raise CatalogueError([f"{source}: cannot read the file ({exc.strerror})"]) from None
     try:
         return yaml.load(text, Loader=_CatalogueLoader)
+    except RecursionError:
+        raise CatalogueError([f"{source}: invalid YAML: nested too deeply"]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}: " if mark is not None else ""
@@ -449,8 +484,6 @@ def _message(error: ErrorDetails, name: str, allowed: Sequence[str]) -> str:
             return "must be a list of entries"
         case "model_type" | "model_attributes_type":
             return "must be a mapping of fields"
-        case _ if kind.startswith("date_"):
-            return "must be a date written like 2026-12-03"
     return error["msg"]
 
 
