@@ -129,7 +129,8 @@ async def test_sample_imports(db: Database) -> None:
 
     assert report == counts(created=(4, 6, 8, 16))
     assert report.summary() == (
-        "created: 4 territories, 6 venues, 8 themes, 16 workshops; updated: none; unchanged: none"
+        "created: 4 territories, 6 venues, 8 themes, 16 workshops; updated: none; unchanged: none; "
+        "notices to the people registered: none"
     )
     async with db.read() as session:
         territories = {t.key for t in await session.scalars(select(Territory))}
@@ -174,7 +175,8 @@ async def test_reimporting_the_same_file_changes_nothing(db: Database) -> None:
 
     assert report == counts(unchanged=(4, 6, 8, 16))
     assert report.summary() == (
-        "created: none; updated: none; unchanged: 4 territories, 6 venues, 8 themes, 16 workshops"
+        "created: none; updated: none; unchanged: 4 territories, 6 venues, 8 themes, 16 workshops; "
+        "notices to the people registered: none"
     )
     assert await snapshot(db) == before
 
@@ -184,7 +186,8 @@ async def test_relative_dates_follow_the_day_of_import(db: Database) -> None:
     clock = ManualClock(NOW)
     await import_catalogue(db, load(SAMPLE_CATALOGUE), clock=clock, source_name="sample")
 
-    clock.advance(timedelta(days=1))
+    # The next morning (09:00 in Paris), an hour before the first workshop begins.
+    clock.advance(timedelta(hours=23))
     later = load(SAMPLE_CATALOGUE, today=IMPORT_DAY + timedelta(days=1))
     report = await import_catalogue(db, later, clock=clock, source_name="sample")
 
@@ -434,7 +437,7 @@ def test_a_duration_is_real_time_across_the_change_of_offset(tmp_path: Path) -> 
     [
         (
             "workshops:\n  - key: a\n   title: x\n",
-            "line 3: invalid YAML: expected <block end>, but found '<block mapping start>'",
+            "line 3: invalid YAML: did not find expected '-' indicator",
         ),
         (
             "territories:\n  - key: a\n    name: A\n    name: B\n",
@@ -606,7 +609,7 @@ def test_a_deeply_nested_file_is_one_line(tmp_path: Path) -> None:
     path = write(tmp_path, "workshops: " + "[" * 50_000 + "]" * 50_000 + "\n")
     with pytest.raises(CatalogueError) as caught:
         load(path)
-    assert caught.value.lines == [f"{path}: invalid YAML: nested too deeply"]
+    assert caught.value.lines == [f"{path}: line 1: invalid YAML: exceeded maximum nesting depth"]
 
 
 def test_a_date_written_in_a_text_stays_text(tmp_path: Path) -> None:
