@@ -15,6 +15,7 @@ from bot.services.catalogue_import import CatalogueError, import_catalogue
 from bot.services.workshop_admin import CHANGE_NOTICE, WorkshopAdmin, time_stamp
 from storage.db import Database
 from storage.models import OutboxMessage, Venue
+from tests.e2e import bot_running
 from tests.test_catalogue_import import (
     IMPORT_DAY,
     NOW,
@@ -24,7 +25,13 @@ from tests.test_catalogue_import import (
     workshops_by_key,
     write,
 )
-from tests.workshop_admin_helpers import outbox_of, sign_up, telegram_ids_of
+from tests.workshop_admin_helpers import (
+    COORDINATOR,
+    outbox_of,
+    sign_up,
+    staff_world,
+    telegram_ids_of,
+)
 
 # Imported on Tuesday 20 October 2026: "soon" is held the next day, "later" in a month.
 RELATIVE = """\
@@ -259,3 +266,40 @@ async def test_a_begun_workshop_is_not_checked_against_its_seats(
 
     assert report.begun == 1
     assert (await workshops_by_key(db))["soon"].capacity == 10
+
+
+DATED = RELATIVE.replace("in_days: 1\n", "date: 2026-12-03\n").replace(
+    "in_days: 30\n", "date: 2026-12-10\n"
+)
+
+
+@pytest.mark.storage
+@pytest.mark.e2e
+async def test_people_receive_the_import_s_change_from_the_running_bot(
+    db: Database, database_url: str, tmp_path: Path
+) -> None:
+    """The notices an import queues reach the people through the real bot, in their language."""
+    async with staff_world(db, database_url, f"coordinator:{COORDINATOR}") as world:
+        path = write(tmp_path, DATED)
+        await import_catalogue(db, load(path), clock=world.clock, source_name="c")
+        later = (await workshops_by_key(db))["later"].id
+        await sign_up(db, world.clock, 101, later, "fr")
+        await sign_up(db, world.clock, 102, later, "en")
+        people = {
+            tid: world.client.user(tid, f"P{tid}", lang) for tid, lang in ((101, "fr"), (102, "en"))
+        }
+        await world.client.register(*people.values())
+        moved = DATED.replace(
+            'date: 2026-12-10\n    start: "14:00"\n    end: "16:00"',
+            'date: 2026-12-11\n    start: "10:00"\n    end: "12:00"',
+        )
+        async with bot_running(world.settings, world.clock):
+            report = await import_catalogue(
+                db, load(write(tmp_path, moved)), clock=world.clock, source_name="c"
+            )
+            assert report.notices == 2
+            told_fr = await people[101].wait_message(contains="Changement d'horaire")
+            assert "vendredi 11 décembre, de 10:00 à 12:00" in told_fr.text
+            told_en = await people[102].wait_message(contains="New time")
+            assert "Friday 11 December, from 10:00 to 12:00" in told_en.text
+    assert {n.status for n in await notices(db)} == {"sent"}
