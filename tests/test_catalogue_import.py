@@ -618,3 +618,18 @@ def test_a_date_written_in_a_text_stays_text(tmp_path: Path) -> None:
     )
     (workshop,) = load(write(tmp_path, text)).workshops
     assert workshop.title == {"fr": "2026-12-03"}
+
+
+def test_a_nul_character_is_refused_before_postgresql_refuses_it(tmp_path: Path) -> None:
+    """SQLite would store it, PostgreSQL refuses it: the file is refused on both, at its field."""
+    text = ONE_WORKSHOP.format(field="date: 2026-12-03").replace(
+        "{fr: Mon téléphone}", '{fr: "Mon\\0téléphone"}'
+    )
+    text += 'territories:\n  - key: north\n    name: "No\\0rth"\n'
+    path = write(tmp_path, text)
+    with pytest.raises(CatalogueError) as caught:
+        load(path)
+    assert caught.value.lines == [
+        f"{path}: territories[1] (key=north): name: must not contain the NUL character (\\0)",
+        f"{path}: workshops[1] (key=phone-1): title: fr: must not contain the NUL character (\\0)",
+    ]

@@ -90,6 +90,8 @@ _CLOCK_TIME = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
 _CALENDAR_DAY = re.compile(r"^([0-9]{4})-([0-9]{2})-([0-9]{2})$")
 _YAML_STR = "tag:yaml.org,2002:str"
 _YAML_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+# SQLite stores a NUL in a text, PostgreSQL refuses it: refused in the file, on both.
+_NO_NUL = "must not contain the NUL character (\\0)"
 
 
 class CatalogueError(Exception):
@@ -167,6 +169,7 @@ def _check_texts(value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
         if lang not in SUPPORTED_LANGUAGES
     ]
     problems += [f"{lang}: must not be empty" for lang, text in value.items() if not text.strip()]
+    problems += [f"{lang}: {_NO_NUL}" for lang, text in value.items() if "\0" in text]
     if default not in value:
         problems.append(f"the {default} text is required")
     if problems:
@@ -193,8 +196,24 @@ def _parse_clock_time(value: Any) -> Any:
 
 
 Key = Annotated[str, StringConstraints(pattern=KEY_PATTERN)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Address = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+
+
+def _refuse_nul(value: str) -> str:
+    if "\0" in value:
+        raise ValueError(_NO_NUL)
+    return value
+
+
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_refuse_nul),
+]
+Address = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=300),
+    AfterValidator(_refuse_nul),
+]
 Texts = Annotated[dict[str, str], BeforeValidator(_require_mapping), AfterValidator(_check_texts)]
 ClockTime = Annotated[dt.time, BeforeValidator(_parse_clock_time)]
 CalendarDay = Annotated[dt.date, BeforeValidator(_parse_calendar_day)]
