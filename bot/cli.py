@@ -58,8 +58,22 @@ def _parser() -> argparse.ArgumentParser:
         help="SQLite file of the playground, recreated at each start (default: %(default)s)",
     )
     commands.add_parser("migrate", help="bring the database schema up to date")
-    importer = commands.add_parser("import", help="import a catalogue YAML file")
+    importer = commands.add_parser(
+        "import",
+        help="import a catalogue YAML file (5 MB at most); people registered to a workshop "
+        "moved or cancelled are told",
+    )
     importer.add_argument("file", type=Path, help="the catalogue file (see bot/catalogue/)")
+    importer.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would change and how many people would be told, and change nothing",
+    )
+    importer.add_argument(
+        "--allow-past",
+        action="store_true",
+        help="import workshops dated in the past (to record workshops already held)",
+    )
     backup = commands.add_parser(
         "backup", help="write a consistent copy of the SQLite database, even while the bot runs"
     )
@@ -89,10 +103,11 @@ async def _migrate(settings: Settings) -> None:
         await database.dispose()
 
 
-async def _import(settings: Settings, path: Path) -> str:
+async def _import(settings: Settings, path: Path, *, dry_run: bool, allow_past: bool) -> str:
     from bot.clock import SystemClock
-    from bot.services.catalogue_import import import_catalogue, load_catalogue
+    from bot.services.catalogue_import import CatalogueError, import_catalogue, load_catalogue
     from storage.db import Database
+    from storage.migrate import is_at_head
 
     catalogue = load_catalogue(
         path,
@@ -100,14 +115,32 @@ async def _import(settings: Settings, path: Path) -> str:
         tz=settings.tz,
         today=SystemClock().now().astimezone(settings.tz).date(),
     )
-    await _migrate(settings)
+    if not dry_run:
+        await _migrate(settings)
     database = Database(settings.database_url)
     try:
-        report = await import_catalogue(
-            database, catalogue, clock=SystemClock(), source_name=path.name
-        )
+        if dry_run and not await is_at_head(database.engine):
+            raise ConfigurationError(
+                "DATABASE_URL: the database's schema is not up to date, and a dry run changes "
+                "nothing; expected a migrated database (run `capacity-bot migrate` first)"
+            )
+        try:
+            report = await import_catalogue(
+                database,
+                catalogue,
+                clock=SystemClock(),
+                source_name=path.name,
+                allow_past=allow_past,
+                dry_run=dry_run,
+            )
+        except DBAPIError as exc:
+            # The database was just reached and its schema is there: not a connection problem.
+            reason = str(exc.orig or exc).splitlines()[0]
+            raise CatalogueError([f"{path}: the database refused the import ({reason})"]) from None
     finally:
         await database.dispose()
+    if dry_run:
+        return f"Dry run, nothing was written. The import would give: {report.summary()}"
     return report.summary()
 
 
@@ -165,7 +198,13 @@ def main(argv: list[str] | None = None) -> int:
             from bot.services.catalogue_import import CatalogueError
 
             try:
-                print(asyncio.run(_import(settings, args.file)))
+                print(
+                    asyncio.run(
+                        _import(
+                            settings, args.file, dry_run=args.dry_run, allow_past=args.allow_past
+                        )
+                    )
+                )
             except CatalogueError as exc:
                 for line in exc.lines:
                     print(line, file=sys.stderr)

@@ -129,7 +129,8 @@ async def test_sample_imports(db: Database) -> None:
 
     assert report == counts(created=(4, 6, 8, 16))
     assert report.summary() == (
-        "created: 4 territories, 6 venues, 8 themes, 16 workshops; updated: none; unchanged: none"
+        "created: 4 territories, 6 venues, 8 themes, 16 workshops; updated: none; unchanged: none; "
+        "notices to the people registered: none"
     )
     async with db.read() as session:
         territories = {t.key for t in await session.scalars(select(Territory))}
@@ -174,7 +175,8 @@ async def test_reimporting_the_same_file_changes_nothing(db: Database) -> None:
 
     assert report == counts(unchanged=(4, 6, 8, 16))
     assert report.summary() == (
-        "created: none; updated: none; unchanged: 4 territories, 6 venues, 8 themes, 16 workshops"
+        "created: none; updated: none; unchanged: 4 territories, 6 venues, 8 themes, 16 workshops; "
+        "notices to the people registered: none"
     )
     assert await snapshot(db) == before
 
@@ -184,7 +186,8 @@ async def test_relative_dates_follow_the_day_of_import(db: Database) -> None:
     clock = ManualClock(NOW)
     await import_catalogue(db, load(SAMPLE_CATALOGUE), clock=clock, source_name="sample")
 
-    clock.advance(timedelta(days=1))
+    # The next morning (09:00 in Paris), an hour before the first workshop begins.
+    clock.advance(timedelta(hours=23))
     later = load(SAMPLE_CATALOGUE, today=IMPORT_DAY + timedelta(days=1))
     report = await import_catalogue(db, later, clock=clock, source_name="sample")
 
@@ -434,7 +437,7 @@ def test_a_duration_is_real_time_across_the_change_of_offset(tmp_path: Path) -> 
     [
         (
             "workshops:\n  - key: a\n   title: x\n",
-            "line 3: invalid YAML: expected <block end>, but found '<block mapping start>'",
+            "line 3: invalid YAML: did not find expected '-' indicator",
         ),
         (
             "territories:\n  - key: a\n    name: A\n    name: B\n",
@@ -523,3 +526,110 @@ async def test_a_bad_file_leaves_the_database_unchanged(db: Database, tmp_path: 
         f"{path}: workshops[3] (key=caf-tarentaize-1): capacity: must be at least 1"
     ]
     assert await snapshot(db) == before
+
+
+# --- Values that must be one line, never a traceback -------------------------------------------
+
+ONE_WORKSHOP = """\
+workshops:
+  - key: phone-1
+    title: {{fr: Mon téléphone}}
+    theme: phone
+    venue: hall
+    {field}
+    start: "14:00"
+    end: "16:00"
+    capacity: 5
+"""
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        ("date: 2026-13-45", "date: 2026-13-45 is not a day of the calendar"),
+        ("date: 2026-02-30", "date: 2026-02-30 is not a day of the calendar"),
+        ("date: 2026-12-03T10:00:00", "date: must be a date written like 2026-12-03"),
+        ("date: 20261203", "date: must be a date written like 2026-12-03"),
+        ("in_days: 1\n    duration_minutes: 1" + "0" * 5000, "line 7: invalid YAML: cannot read"),
+    ],
+)
+def test_impossible_values_are_one_line_naming_the_entry_and_field(
+    tmp_path: Path, field: str, expected: str
+) -> None:
+    path = write(tmp_path, ONE_WORKSHOP.format(field=field))
+    with pytest.raises(CatalogueError) as caught:
+        load(path)
+    (line,) = caught.value.lines
+    if expected.startswith("line "):
+        assert line.startswith(f"{path}: {expected}")
+    else:
+        assert line.startswith(f"{path}: workshops[1] (key=phone-1): {expected}")
+
+
+@pytest.mark.parametrize("start", ["25:00", "14:60", "2pm"])
+def test_impossible_times_are_one_line(tmp_path: Path, start: str) -> None:
+    text = ONE_WORKSHOP.format(field="date: 2026-12-03").replace('"14:00"', start)
+    path = write(tmp_path, text)
+    with pytest.raises(CatalogueError) as caught:
+        load(path)
+    assert caught.value.lines == [
+        f'{path}: workshops[1] (key=phone-1): start: must be a time of day written like "14:00"'
+    ]
+
+
+@pytest.mark.parametrize(
+    ("day", "start", "end", "expected"),
+    [
+        ("0001-01-01", "00:05", '"16:00"', "start: 00:05 on 0001-01-01 is out of range"),
+        ("9999-12-31", "23:00", '"23:30"\n    duration_minutes: 60', "end, duration_minutes:"),
+        (
+            "9999-12-31",
+            "23:00",
+            "null\n    duration_minutes: 120",
+            "duration_minutes: the end is out of range",
+        ),
+    ],
+)
+def test_days_at_the_ends_of_the_calendar_are_one_line(
+    tmp_path: Path, day: str, start: str, end: str, expected: str
+) -> None:
+    text = (
+        ONE_WORKSHOP.format(field=f"date: {day}")
+        .replace('"14:00"', f'"{start}"')
+        .replace('"16:00"', end)
+    )
+    path = write(tmp_path, text)
+    with pytest.raises(CatalogueError) as caught:
+        load(path)
+    (line,) = caught.value.lines
+    assert line.startswith(f"{path}: workshops[1] (key=phone-1): {expected}")
+
+
+def test_a_deeply_nested_file_is_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "workshops: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    with pytest.raises(CatalogueError) as caught:
+        load(path)
+    assert caught.value.lines == [f"{path}: line 1: invalid YAML: exceeded maximum nesting depth"]
+
+
+def test_a_date_written_in_a_text_stays_text(tmp_path: Path) -> None:
+    text = ONE_WORKSHOP.format(field="date: 2026-12-03").replace(
+        "{fr: Mon téléphone}", "{fr: 2026-12-03}"
+    )
+    (workshop,) = load(write(tmp_path, text)).workshops
+    assert workshop.title == {"fr": "2026-12-03"}
+
+
+def test_a_nul_character_is_refused_before_postgresql_refuses_it(tmp_path: Path) -> None:
+    """SQLite would store it, PostgreSQL refuses it: the file is refused on both, at its field."""
+    text = ONE_WORKSHOP.format(field="date: 2026-12-03").replace(
+        "{fr: Mon téléphone}", '{fr: "Mon\\0téléphone"}'
+    )
+    text += 'territories:\n  - key: north\n    name: "No\\0rth"\n'
+    path = write(tmp_path, text)
+    with pytest.raises(CatalogueError) as caught:
+        load(path)
+    assert caught.value.lines == [
+        f"{path}: territories[1] (key=north): name: must not contain the NUL character (\\0)",
+        f"{path}: workshops[1] (key=phone-1): title: fr: must not contain the NUL character (\\0)",
+    ]

@@ -7,6 +7,12 @@ only a clean file is written, in a single transaction. Entries are matched by th
 so importing the same file twice changes nothing, and entries absent from the file are kept.
 A reference (a venue's territory, a workshop's theme or venue) may name an entry of the file or
 one already in the database, so that a file may carry only new workshops.
+
+A re-import is an edit of live data: a workshop that has begun is history and is never changed
+(a file using `in_days` would otherwise move it weeks later), a workshop dated in the past is
+refused unless asked for, and a change of time or venue, or a cancellation, tells the people
+registered exactly as /editworkshop does, in the same transaction. A dry run does it all and
+rolls back, so that the operator sees what would change and how many people would be told.
 """
 
 from __future__ import annotations
@@ -40,10 +46,17 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
+from bot.services.registration import LIVE
+from bot.services.workshop_admin import (
+    Change,
+    queue_change_notices,
+    time_change_stamp,
+    venue_change_stamp,
+)
 from bot.settings import SUPPORTED_LANGUAGES
 from bot.taxonomy import NEED_CATEGORIES
 from storage.db import Database
-from storage.models import Territory, Theme, Venue, Workshop, WorkshopStatus
+from storage.models import Registration, Territory, Theme, Venue, Workshop, WorkshopStatus
 
 SAMPLE_CATALOGUE = Path(__file__).resolve().parents[1] / "catalogue" / "saint-etienne.yaml"
 
@@ -66,8 +79,19 @@ WEEKDAYS: tuple[str, ...] = get_args(Weekday)
 # Sanity bounds that catch a typed extra zero or two (1500 seats, a 1200-minute workshop).
 MAX_CAPACITY = 500
 MAX_DURATION_MINUTES = 12 * 60
+# A year of a city's workshops is well under 1 MB. Reading and checking cost seconds and about
+# 50 times the file's size in memory per MB (a 52 MB file took 2.5 GB and nearly two minutes):
+# the bound keeps a wrong file from taking the host.
+MAX_FILE_MB = 5
+# Keys per `IN (...)`: within the 999 variables of SQLite's oldest default limit (32,766 since
+# 3.32, some builds more) and PostgreSQL's 32,767 parameters per statement.
+KEYS_PER_QUERY = 500
 _CLOCK_TIME = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
+_CALENDAR_DAY = re.compile(r"^([0-9]{4})-([0-9]{2})-([0-9]{2})$")
 _YAML_STR = "tag:yaml.org,2002:str"
+_YAML_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+# SQLite stores a NUL in a text, PostgreSQL refuses it: refused in the file, on both.
+_NO_NUL = "must not contain the NUL character (\\0)"
 
 
 class CatalogueError(Exception):
@@ -78,20 +102,35 @@ class CatalogueError(Exception):
         self.lines = lines
 
 
-class _CatalogueLoader(yaml.SafeLoader):
-    """A safe YAML loader that keeps clock times as text and refuses a field written twice.
+class _CatalogueLoader(yaml.CSafeLoader):
+    """A safe YAML loader that keeps clock times and dates as text and refuses a field written
+    twice.
 
-    YAML 1.1 reads an unquoted 14:00 as the base-60 integer 840, and silently keeps the last of
-    two identical fields: both would turn an operator's slip into a wrong workshop.
+    YAML 1.1 reads an unquoted 14:00 as the base-60 integer 840, silently keeps the last of two
+    identical fields, and turns 2026-02-30 into a Python exception with no line: all three would
+    turn an operator's slip into a wrong workshop or a traceback. Dates are read by the models.
+    Parsing is libyaml's (shipped in PyYAML's wheels): four times faster than pure Python, and
+    it bounds the nesting depth, where the pure-Python parser overflows Python's stack.
     """
 
     # Checked before the int resolver of the same first character, so that 14:00 stays text.
     yaml_implicit_resolvers: ClassVar[dict[str, list[tuple[str, re.Pattern[str]]]]] = {
-        first: [(_YAML_STR, re.compile(r"^[0-9]{1,2}:[0-9]{2}$")), *resolvers]
-        if first.isdigit()
-        else list(resolvers)
+        first: [
+            *([(_YAML_STR, re.compile(r"^[0-9]{1,2}:[0-9]{2}$"))] if first.isdigit() else []),
+            *(resolver for resolver in resolvers if resolver[0] != _YAML_TIMESTAMP),
+        ]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """A value Python cannot hold (an integer of 5,000 digits) is a problem at its line."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as exc:
+            shown = str(node.value)[:20] + ("..." if len(str(node.value)) > 20 else "")
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {shown!r} ({str(exc).split(';')[0]})", node.start_mark
+            ) from None
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[str] = set()
@@ -130,11 +169,23 @@ def _check_texts(value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
         if lang not in SUPPORTED_LANGUAGES
     ]
     problems += [f"{lang}: must not be empty" for lang, text in value.items() if not text.strip()]
+    problems += [f"{lang}: {_NO_NUL}" for lang, text in value.items() if "\0" in text]
     if default not in value:
         problems.append(f"the {default} text is required")
     if problems:
         raise ValueError("; ".join(problems))
     return {lang: text.strip() for lang, text in value.items()}
+
+
+def _parse_calendar_day(value: Any) -> Any:
+    """A day written 2026-12-03; an impossible one (2026-02-30) says so."""
+    match = _CALENDAR_DAY.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError("must be a date written like 2026-12-03")
+    try:
+        return dt.date(int(match[1]), int(match[2]), int(match[3]))
+    except ValueError:
+        raise ValueError(f"{value} is not a day of the calendar") from None
 
 
 def _parse_clock_time(value: Any) -> Any:
@@ -145,10 +196,27 @@ def _parse_clock_time(value: Any) -> Any:
 
 
 Key = Annotated[str, StringConstraints(pattern=KEY_PATTERN)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Address = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+
+
+def _refuse_nul(value: str) -> str:
+    if "\0" in value:
+        raise ValueError(_NO_NUL)
+    return value
+
+
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_refuse_nul),
+]
+Address = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=300),
+    AfterValidator(_refuse_nul),
+]
 Texts = Annotated[dict[str, str], BeforeValidator(_require_mapping), AfterValidator(_check_texts)]
 ClockTime = Annotated[dt.time, BeforeValidator(_parse_clock_time)]
+CalendarDay = Annotated[dt.date, BeforeValidator(_parse_calendar_day)]
 
 
 class _Entry(BaseModel):
@@ -197,7 +265,7 @@ class WorkshopEntry(_Entry):
     venue: Key
     capacity: int = Field(ge=1, le=MAX_CAPACITY)
     status: Literal["scheduled", "cancelled"] | None = None
-    date: dt.date | None = None
+    date: CalendarDay | None = None
     in_days: int | None = Field(default=None, ge=0, le=366)
     weekday: Weekday | None = None
     start: ClockTime
@@ -224,7 +292,10 @@ class WorkshopEntry(_Entry):
             raise ValueError("end, duration_minutes: give exactly one of them")
         self._starts_at = _local_to_utc(day, self.start, tz, "start")
         if self.duration_minutes is not None:
-            self._ends_at = self._starts_at + dt.timedelta(minutes=self.duration_minutes)
+            try:
+                self._ends_at = self._starts_at + dt.timedelta(minutes=self.duration_minutes)
+            except OverflowError:
+                raise ValueError("duration_minutes: the end is out of range") from None
         else:
             assert self.end is not None
             self._ends_at = _local_to_utc(day, self.end, tz, "end")
@@ -249,7 +320,10 @@ class WorkshopEntry(_Entry):
 def _local_to_utc(day: dt.date, at: dt.time, tz: ZoneInfo, field_name: str) -> dt.datetime:
     """The UTC instant of a local wall time, refusing the times that DST skips or repeats."""
     local = dt.datetime.combine(day, at, tzinfo=tz)
-    moment = local.astimezone(dt.UTC)
+    try:
+        moment = local.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError(f"{field_name}: {at:%H:%M} on {day} is out of range") from None
     if moment.astimezone(tz).replace(tzinfo=None) != local.replace(tzinfo=None):
         raise ValueError(
             f"{field_name}: {at:%H:%M} does not exist on {day} in {tz.key} "
@@ -284,21 +358,31 @@ _ENTRY_MODELS: dict[str, type[_Entry]] = {
 
 @dataclass(frozen=True)
 class ImportReport:
-    """How many entries of each kind the import created, updated and left unchanged."""
+    """How many entries of each kind the import created, updated and left unchanged; how many
+    workshops it left alone because they had begun; how many notices it queued, about how many
+    workshops (counts only: the report is printed, and holds no personal data)."""
 
     created: dict[str, int]
     updated: dict[str, int]
     unchanged: dict[str, int]
+    begun: int = 0
+    notices: int = 0
+    workshops_told: int = 0
 
     def summary(self) -> str:
-        return "; ".join(
+        parts = [
             f"{outcome}: {_counts(counts)}"
             for outcome, counts in (
                 ("created", self.created),
                 ("updated", self.updated),
                 ("unchanged", self.unchanged),
             )
-        )
+        ]
+        if self.begun:
+            parts.append(f"kept as they were, having begun: {_counts({'workshops': self.begun})}")
+        told = f"{self.notices} (about {_counts({'workshops': self.workshops_told})})"
+        parts.append(f"notices to the people registered: {told if self.notices else 'none'}")
+        return "; ".join(parts)
 
 
 def _counts(counts: Mapping[str, int]) -> str:
@@ -345,14 +429,24 @@ def load_catalogue(
 
 
 def _read_yaml(path: Path, source: str) -> Any:
+    limit = MAX_FILE_MB * 1_000_000
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            data = file.read(limit + 1)  # never more, whatever the file (a device, a pipe)
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise CatalogueError([f"{source}: file not found"]) from None
     except UnicodeDecodeError:
         raise CatalogueError([f"{source}: not a UTF-8 text file"]) from None
     except OSError as exc:
         raise CatalogueError([f"{source}: cannot read the file ({exc.strerror})"]) from None
+    if len(data) > limit:
+        raise CatalogueError(
+            [
+                f"{source}: the file is larger than {MAX_FILE_MB} MB, the most a catalogue may "
+                "weigh; split it into several files (a file may refer to entries already imported)"
+            ]
+        )
     try:
         return yaml.load(text, Loader=_CatalogueLoader)
     except yaml.MarkedYAMLError as exc:
@@ -449,8 +543,6 @@ def _message(error: ErrorDetails, name: str, allowed: Sequence[str]) -> str:
             return "must be a list of entries"
         case "model_type" | "model_attributes_type":
             return "must be a mapping of fields"
-        case _ if kind.startswith("date_"):
-            return "must be a date written like 2026-12-03"
     return error["msg"]
 
 
@@ -474,15 +566,43 @@ class _Rows:
     workshops: dict[str, Workshop]
 
 
+class _DryRun(Exception):
+    """Rolls a dry run's unit of work back, carrying the report of what it would have done."""
+
+    def __init__(self, report: ImportReport) -> None:
+        super().__init__("dry run")
+        self.report = report
+
+
 async def import_catalogue(
-    db: Database, catalogue: CatalogueFile, *, clock: Clock, source_name: str
+    db: Database,
+    catalogue: CatalogueFile,
+    *,
+    clock: Clock,
+    source_name: str,
+    allow_past: bool = False,
+    dry_run: bool = False,
 ) -> ImportReport:
-    """Upsert the catalogue by key, in one transaction.
+    """Upsert the catalogue by key, in one transaction, telling the people registered.
 
     Raises CatalogueError, and writes nothing, when the file conflicts with the database: a
-    reference to an unknown key, or a capacity below the seats already taken.
+    reference to an unknown key, a capacity below the seats already taken, a workshop dated in
+    the past (unless `allow_past`). A `dry_run` does everything, then rolls it all back.
     """
-    now = clock.now()
+    try:
+        return await _import(db, catalogue, clock.now(), source_name, allow_past, dry_run)
+    except _DryRun as rolled_back:
+        return rolled_back.report
+
+
+async def _import(
+    db: Database,
+    catalogue: CatalogueFile,
+    now: dt.datetime,
+    source_name: str,
+    allow_past: bool,
+    dry_run: bool,
+) -> ImportReport:
     async with db.write() as session:
         rows = _Rows(
             territories=await _by_key(
@@ -506,25 +626,33 @@ async def import_catalogue(
                 session, Workshop, {e.key for e in catalogue.workshops}, for_update=True
             ),
         )
-        problems = _conflicts(source_name, catalogue, rows)
+        problems = _conflicts(source_name, catalogue, rows, now, allow_past)
         if problems:
             raise CatalogueError(problems)
-        return await _Writer(session, rows, now).write(catalogue)
+        report = await _Writer(session, rows, now, is_sqlite=db.is_sqlite).write(catalogue)
+        if dry_run:
+            raise _DryRun(report)
+        return report
 
 
 async def _by_key(
     session: AsyncSession, model: type[_Row], keys: set[str], *, for_update: bool = False
 ) -> dict[str, _Row]:
-    if not keys:
-        return {}
-    statement = select(model).where(model.key.in_(sorted(keys)))
-    if for_update:
-        statement = statement.with_for_update()
-    return {row.key: row for row in await session.scalars(statement)}
+    ordered = sorted(keys)
+    found: dict[str, _Row] = {}
+    for start in range(0, len(ordered), KEYS_PER_QUERY):
+        statement = select(model).where(model.key.in_(ordered[start : start + KEYS_PER_QUERY]))
+        if for_update:
+            statement = statement.with_for_update()
+        found.update((row.key, row) for row in await session.scalars(statement))
+    return found
 
 
-def _conflicts(source: str, catalogue: CatalogueFile, rows: _Rows) -> list[str]:
-    """Problems only the database reveals: unknown references, capacity below seats taken."""
+def _conflicts(
+    source: str, catalogue: CatalogueFile, rows: _Rows, now: dt.datetime, allow_past: bool
+) -> list[str]:
+    """Problems only the database and the clock reveal: unknown references, a capacity below
+    the seats taken, a workshop in the past (a workshop that has begun is left as it is)."""
     known = {
         "territory": {e.key for e in catalogue.territories} | rows.territories.keys(),
         "venue": {e.key for e in catalogue.venues} | rows.venues.keys(),
@@ -544,26 +672,54 @@ def _conflicts(source: str, catalogue: CatalogueFile, rows: _Rows) -> list[str]:
         check("workshops", index, workshop, "theme", workshop.theme)
         check("workshops", index, workshop, "venue", workshop.venue)
         row = rows.workshops.get(workshop.key)
+        label = f"workshops[{index + 1}] (key={workshop.key})"
+        if row is not None and row.starts_at <= now:
+            continue  # begun: left as it is, whatever the file says
+        if workshop.starts_at <= now and (row is not None or not allow_past):
+            problems.append(_line(source, label, *_in_the_past(workshop, moving=row is not None)))
         if row is not None and workshop.capacity < row.seats_taken:
             message = (
                 f"{workshop.capacity} is below the {row.seats_taken} seats already taken; "
                 f"keep at least {row.seats_taken}"
             )
-            label = f"workshops[{index + 1}] (key={workshop.key})"
             problems.append(_line(source, label, "capacity", message))
     return problems
 
 
-class _Writer:
-    """Applies a checked catalogue, counting what it created, updated and left unchanged."""
+def _in_the_past(workshop: WorkshopEntry, *, moving: bool) -> tuple[str, str]:
+    """The field and the message for a workshop dated in the past.
 
-    def __init__(self, session: AsyncSession, rows: _Rows, now: dt.datetime) -> None:
+    `in_days` never goes back, so a past workshop without a date starts earlier today.
+    """
+    if workshop.date is not None:
+        field_name, when = "date", f"{workshop.date} {workshop.start:%H:%M}"
+    else:
+        field_name, when = "start", f"{workshop.start:%H:%M} today"
+    if moving:
+        return field_name, (
+            f"{when} is in the past, and this workshop has not begun: it cannot be moved into "
+            "the past (cancel it instead)"
+        )
+    return field_name, f"{when} is in the past; use --allow-past to import a workshop already held"
+
+
+class _Writer:
+    """Applies a checked catalogue, counting what it created, updated and left unchanged, and
+    telling the people registered to a workshop it moved or cancelled."""
+
+    def __init__(
+        self, session: AsyncSession, rows: _Rows, now: dt.datetime, *, is_sqlite: bool
+    ) -> None:
         self.session = session
         self.rows = rows
         self.now = now
+        self.is_sqlite = is_sqlite
         self.created = dict.fromkeys(KINDS, 0)
         self.updated = dict.fromkeys(KINDS, 0)
         self.unchanged = dict.fromkeys(KINDS, 0)
+        self.begun = 0
+        # The changes people must be told of: workshop id -> (what changed, its stamp).
+        self.changes: dict[int, list[tuple[Change, str]]] = {}
 
     async def write(self, catalogue: CatalogueFile) -> ImportReport:
         rows = self.rows
@@ -599,7 +755,42 @@ class _Writer:
         for workshop in catalogue.workshops:
             self._upsert_workshop(workshop)
         await self.session.flush()
-        return ImportReport(created=self.created, updated=self.updated, unchanged=self.unchanged)
+        notices, workshops_told = await self._tell_the_people_registered()
+        return ImportReport(
+            created=self.created,
+            updated=self.updated,
+            unchanged=self.unchanged,
+            begun=self.begun,
+            notices=notices,
+            workshops_told=workshops_told,
+        )
+
+    async def _tell_the_people_registered(self) -> tuple[int, int]:
+        """Queue the notices of /editworkshop for the changed workshops that have people.
+
+        The workshops with people are found first, a batch of keys at a time: a re-import of a
+        file using `in_days` moves every upcoming workshop, most of them with nobody yet.
+        """
+        changed = sorted(self.changes)
+        notices = workshops_told = 0
+        for start in range(0, len(changed), KEYS_PER_QUERY):
+            with_people = await self.session.scalars(
+                select(Registration.workshop_id)
+                .distinct()
+                .where(
+                    Registration.workshop_id.in_(changed[start : start + KEYS_PER_QUERY]),
+                    Registration.status.in_(LIVE),
+                )
+            )
+            for workshop_id in sorted(with_people):
+                queued = 0
+                for change, stamp in self.changes[workshop_id]:
+                    queued += await queue_change_notices(
+                        self.session, workshop_id, change, stamp, self.now, is_sqlite=self.is_sqlite
+                    )
+                notices += queued
+                workshops_told += queued > 0
+        return notices, workshops_told
 
     def _upsert_workshop(self, entry: WorkshopEntry) -> None:
         values: dict[str, Any] = {
@@ -615,11 +806,34 @@ class _Writer:
         if entry.status is not None:
             values["status"] = entry.status
         existing = self.rows.workshops.get(entry.key)
+        before: tuple[dt.datetime, int, str] | None = None
         if existing is None:
             values.setdefault("status", WorkshopStatus.SCHEDULED.value)
             values.update(seats_taken=0, waitlist_seq=0, created_at=self.now)
+        elif existing.starts_at <= self.now:
+            self.begun += 1  # held or under way: history, never rewritten by a file
+            return
+        else:
+            before = (existing.starts_at, existing.venue_id, existing.status)
         if self._upsert("workshops", self.rows.workshops, Workshop, entry.key, **values):
             self.rows.workshops[entry.key].updated_at = self.now
+            if before is not None:
+                self._note_changes(self.rows.workshops[entry.key], *before)
+
+    def _note_changes(
+        self, row: Workshop, starts_at: dt.datetime, venue_id: int, status: str
+    ) -> None:
+        """The changes of a workshop that /editworkshop would tell its people of."""
+        changes: list[tuple[Change, str]] = []
+        if row.status == WorkshopStatus.CANCELLED and status == WorkshopStatus.SCHEDULED:
+            changes.append((Change.CANCELLED, ""))
+        elif row.status == WorkshopStatus.SCHEDULED:
+            if row.starts_at != starts_at:
+                changes.append((Change.TIME, time_change_stamp(row.starts_at, self.now)))
+            if row.venue_id != venue_id:
+                changes.append((Change.VENUE, venue_change_stamp(row.venue_id, self.now)))
+        if changes:
+            self.changes[row.id] = changes
 
     def _upsert(
         self, kind: str, rows: dict[str, _Row], model: type[_Row], key: str, **values: Any

@@ -233,6 +233,18 @@ def time_stamp(moment: datetime) -> str:
     return f"{moment.astimezone(UTC):%Y%m%d%H%M}"
 
 
+def time_change_stamp(starts_at: datetime, now: datetime) -> str:
+    """The stamp of a move; the change time makes a move back to an earlier start a new change,
+    told again."""
+    return f"{time_stamp(starts_at)}:{now:%Y%m%d%H%M%S}"
+
+
+def venue_change_stamp(venue_id: int, now: datetime) -> str:
+    """The stamp of a change of venue; the change time makes a move back to an earlier venue a
+    new change, told again."""
+    return f"{venue_id}:{now:%Y%m%d%H%M%S}"
+
+
 def local_moment(day: date, at: time, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, at, tzinfo=tz)
 
@@ -366,9 +378,10 @@ class WorkshopAdmin:
             )
             if changed.rowcount != 1:
                 return EditResult(EditOutcome.CLOSED)
-            # The change time makes a move back to an earlier start a new change, told again.
-            stamp = f"{time_stamp(starts_at)}:{now:%Y%m%d%H%M%S}"
-            notified = await self._notify(session, workshop_id, Change.TIME, stamp, now)
+            stamp = time_change_stamp(starts_at, now)
+            notified = await queue_change_notices(
+                session, workshop_id, Change.TIME, stamp, now, is_sqlite=self._db.is_sqlite
+            )
             return EditResult(EditOutcome.DONE, notified=notified)
 
     async def change_venue(self, workshop_id: int, venue_id: int) -> EditResult:
@@ -384,9 +397,10 @@ class WorkshopAdmin:
                 .where(Workshop.id == workshop_id)
                 .values(venue_id=venue_id, updated_at=now)
             )
-            # The stamp makes a move back to an earlier venue a new change, told again.
-            stamp = f"{venue_id}:{now:%Y%m%d%H%M%S}"
-            notified = await self._notify(session, workshop_id, Change.VENUE, stamp, now)
+            stamp = venue_change_stamp(venue_id, now)
+            notified = await queue_change_notices(
+                session, workshop_id, Change.VENUE, stamp, now, is_sqlite=self._db.is_sqlite
+            )
             return EditResult(EditOutcome.DONE, notified=notified)
 
     async def change_capacity(self, workshop_id: int, capacity: int) -> EditResult:
@@ -427,54 +441,64 @@ class WorkshopAdmin:
             )
             if changed.rowcount != 1:
                 return EditResult(EditOutcome.CLOSED)
-            notified = await self._notify(session, workshop_id, Change.CANCELLED, "", now)
+            notified = await queue_change_notices(
+                session, workshop_id, Change.CANCELLED, "", now, is_sqlite=self._db.is_sqlite
+            )
             return EditResult(EditOutcome.DONE, notified=notified)
 
-    async def _notify(
-        self, session: AsyncSession, workshop_id: int, change: Change, stamp: str, now: datetime
-    ) -> int:
-        """One notice per person registered or waitlisted who can be reached on Telegram.
 
-        Returns how many notices were queued (a notice already queued is not counted).
-        """
-        people = (
-            await session.execute(
-                select(Registration.id, Registration.resident_id)
-                .join(Resident, Resident.id == Registration.resident_id)
-                .where(
-                    Registration.workshop_id == workshop_id,
-                    Registration.status.in_(LIVE),
-                    Resident.telegram_id.is_not(None),
-                )
+async def queue_change_notices(
+    session: AsyncSession,
+    workshop_id: int,
+    change: Change,
+    stamp: str,
+    now: datetime,
+    *,
+    is_sqlite: bool,
+) -> int:
+    """One notice per person registered or waitlisted who can be reached on Telegram, in the
+    caller's unit of work (also the catalogue import's, so that both tell people alike).
+
+    Returns how many notices were queued (a notice already queued is not counted).
+    """
+    people = (
+        await session.execute(
+            select(Registration.id, Registration.resident_id)
+            .join(Resident, Resident.id == Registration.resident_id)
+            .where(
+                Registration.workshop_id == workshop_id,
+                Registration.status.in_(LIVE),
+                Resident.telegram_id.is_not(None),
             )
-        ).all()
-        if not people:
-            return 0
-        insert = sqlite_insert if self._db.is_sqlite else pg_insert
-        queued = await session.execute(
-            insert(OutboxMessage)
-            .values(
-                [
-                    {
-                        "resident_id": p.resident_id,
-                        "kind": CHANGE_NOTICE,
-                        "payload": {
-                            "workshop_id": workshop_id,
-                            "registration_id": p.id,
-                            "change": change.value,
-                            "stamp": stamp,
-                        },
-                        "dedupe_key": f"{CHANGE_NOTICE}:{workshop_id}:{change}:{stamp}:{p.id}",
-                        "not_before": now,
-                        "created_at": now,
-                    }
-                    for p in people
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=["dedupe_key"])
-            .returning(OutboxMessage.id)
         )
-        return len(queued.all())
+    ).all()
+    if not people:
+        return 0
+    insert = sqlite_insert if is_sqlite else pg_insert
+    queued = await session.execute(
+        insert(OutboxMessage)
+        .values(
+            [
+                {
+                    "resident_id": p.resident_id,
+                    "kind": CHANGE_NOTICE,
+                    "payload": {
+                        "workshop_id": workshop_id,
+                        "registration_id": p.id,
+                        "change": change.value,
+                        "stamp": stamp,
+                    },
+                    "dedupe_key": f"{CHANGE_NOTICE}:{workshop_id}:{change}:{stamp}:{p.id}",
+                    "not_before": now,
+                    "created_at": now,
+                }
+                for p in people
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(OutboxMessage.id)
+    )
+    return len(queued.all())
 
 
 @dataclass(frozen=True)
