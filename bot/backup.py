@@ -19,6 +19,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from storage.db import sqlite_file
+
 DEFAULT_FOLDER = Path("backups")
 
 
@@ -84,9 +86,9 @@ def backup(database_url: str, output: Path | None, *, now: datetime | None = Non
             "DATABASE_URL is a PostgreSQL database: back it up with pg_dump "
             "(pg_dump -Fc -f capacity.dump DATABASE), see the README, Running in production"
         )
-    if not url.database or url.database == ":memory:":
+    source = sqlite_file(url)
+    if source is None:
         raise BackupError("DATABASE_URL: an in-memory database cannot be backed up")
-    source = Path(url.database)
     if not source.is_file():
         raise BackupError(
             f"DATABASE_URL: there is no database file at {source}; nothing to back up"
