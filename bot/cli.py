@@ -65,9 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     backup.add_argument(
         "--output",
-        type=Path,
         default=None,
-        help="the backup file, or a folder for it (default: ./backups/capacity-bot-<time>.sqlite3)",
+        help="a new backup file, or an existing folder (a final / says it is one) for a dated "
+        "file in it (default: ./backups/capacity-bot-<time>.sqlite3)",
     )
     return parser
 
