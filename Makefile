@@ -1,14 +1,17 @@
 # Two commands set everything up on a fresh clone: `make run` and `make test`.
-# Both create the virtual environment in .venv and install the project on first use.
+# Both create the virtual environment in .venv on first use. `make run` installs what the
+# bot needs; `make test` adds the test extra (pytest, hypothesis, ruff, playwright). Each
+# install leaves a stamp file, redone only when pyproject.toml changes.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-INSTALLED := $(VENV)/.installed
+INSTALLED_RUN := $(VENV)/.installed-run
+INSTALLED_TEST := $(VENV)/.installed-test
 
 .PHONY: run demo playground test chromium test-sqlite lint migrate clean bench bench-quick
 
-$(INSTALLED): pyproject.toml
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "capacity-bot needs Python 3.11 or newer (found: $$($(PYTHON) --version))"; exit 1; }
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -21,11 +24,19 @@ $(INSTALLED): pyproject.toml
 			exit 1; \
 		fi; }
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# What running the bot needs (`make run`, demo, playground, migrate, benchmarks).
+$(INSTALLED_RUN): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $(INSTALLED_RUN)
+
+# The test extra on top (`make test`, test-sqlite, lint); after it `make run` installs nothing.
+$(INSTALLED_TEST): pyproject.toml $(INSTALLED_RUN)
 	$(BIN)/python -m pip install --quiet -e ".[test]"
-	@touch $(INSTALLED)
+	@touch $(INSTALLED_TEST)
 
 # The real bot when BOT_TOKEN is set (environment or .env), the offline demo otherwise.
-run: $(INSTALLED)
+run: $(INSTALLED_RUN)
 	@if [ -n "$$BOT_TOKEN" ] || grep -qsE '^BOT_TOKEN=.+' .env; then \
 		echo "BOT_TOKEN is set: starting the real bot (long polling)."; \
 		exec $(BIN)/capacity-bot run; \
@@ -34,17 +45,17 @@ run: $(INSTALLED)
 		exec $(BIN)/capacity-bot demo; \
 	fi
 
-demo: $(INSTALLED)
+demo: $(INSTALLED_RUN)
 	$(BIN)/capacity-bot demo
 
 # The whole bot in a browser page, offline (http://127.0.0.1:8080/; PORT=0 for any free port).
-playground: $(INSTALLED)
+playground: $(INSTALLED_RUN)
 	$(BIN)/capacity-bot playground --port $(or $(PORT),8080)
 
 # Every storage and end-to-end test runs on SQLite and on PostgreSQL (TEST_POSTGRES_URL,
 # default postgresql+asyncpg://postgres@127.0.0.1:5432/test). With CI=true a missing
 # PostgreSQL fails the run.
-test: $(INSTALLED) chromium
+test: $(INSTALLED_TEST) chromium
 	$(BIN)/python -m pytest
 
 # The playground's browser tests drive Debian's chromium: installed here when missing (as root
@@ -59,23 +70,23 @@ chromium:
 			echo "The browser tests need chromium: sudo apt-get install chromium"; \
 		fi; }
 
-test-sqlite: $(INSTALLED)
+test-sqlite: $(INSTALLED_TEST)
 	$(BIN)/python -m pytest -k "not postgresql"
 
 # Benchmarks (issue 6, BENCHMARKS.md): figures and ratios against a baseline, JSON results in
 # bench/results/. They need PostgreSQL for their PostgreSQL half. bench-quick (CI, under two
 # minutes) fails only when a benchmark crashes, never on speed.
-bench: $(INSTALLED)
+bench: $(INSTALLED_RUN)
 	$(BIN)/python -m bench
 
-bench-quick: $(INSTALLED)
+bench-quick: $(INSTALLED_RUN)
 	$(BIN)/python -m bench --quick
 
-lint: $(INSTALLED)
+lint: $(INSTALLED_TEST)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-migrate: $(INSTALLED)
+migrate: $(INSTALLED_RUN)
 	$(BIN)/capacity-bot migrate
 
 clean:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from storage.db import sqlite_file
+
 DEFAULT_FOLDER = Path("backups")
 
 
@@ -26,26 +28,45 @@ class BackupError(Exception):
     """The backup could not be made; the message is one line for the operator."""
 
 
-def default_name(now: datetime) -> str:
-    return f"capacity-bot-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}.sqlite3"
+def default_name(now: datetime, number: int = 1) -> str:
+    """The dated name of a backup; the second one made in the same second ends in -2."""
+    suffix = "" if number == 1 else f"-{number}"
+    return f"capacity-bot-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}{suffix}.sqlite3"
 
 
-def _target(output: Path | None, now: datetime) -> Path:
+def _dated(folder: Path, now: datetime) -> Path:
+    """A new dated file in the folder: a backup never replaces another."""
+    number = 1
+    while (folder / default_name(now, number)).exists():
+        number += 1
+    return folder / default_name(now, number)
+
+
+def _target(output: str | Path | None, now: datetime) -> Path:
     if output is None:
         DEFAULT_FOLDER.mkdir(parents=True, exist_ok=True)
-        return DEFAULT_FOLDER / default_name(now)
-    if output.is_dir():
-        return output / default_name(now)
-    if output.exists():
+        return _dated(DEFAULT_FOLDER, now)
+    text = os.fspath(output)
+    path = Path(text)
+    if path.is_dir():
+        return _dated(path, now)
+    if text.endswith(("/", os.sep)):
+        # Not created: a missing folder is a typo or a backup disk not mounted, where a new
+        # empty folder would hide the copies from whoever looks for them.
         raise BackupError(
-            f"--output: {output} already exists; expected a new file name or a folder "
+            f"--output: there is no folder {text}; expected an existing folder "
+            "(create it once with mkdir)"
+        )
+    if path.exists():
+        raise BackupError(
+            f"--output: {path} already exists; expected a new file name or a folder "
             "(a backup never overwrites a file)"
         )
-    if not output.parent.is_dir():
+    if not path.parent.is_dir():
         raise BackupError(
-            f"--output: there is no folder {output.parent}; expected an existing folder"
+            f"--output: there is no folder {path.parent}; expected an existing folder"
         )
-    return output
+    return path
 
 
 def _copy(source: Path, target: Path) -> None:
@@ -76,17 +97,18 @@ async def backup_sqlite(source: Path, target: Path) -> None:
     await asyncio.to_thread(_copy, source, target)
 
 
-def backup(database_url: str, output: Path | None, *, now: datetime | None = None) -> Path:
-    """Back up the database of DATABASE_URL; returns the backup file."""
+def backup(database_url: str, output: str | Path | None, *, now: datetime | None = None) -> Path:
+    """Back up the database of DATABASE_URL; returns the backup file. `output` is --output as
+    typed: a folder (existing, or named with a final /) gets a dated file, else a new file."""
     url = make_url(database_url)
     if url.get_backend_name() != "sqlite":
         raise BackupError(
             "DATABASE_URL is a PostgreSQL database: back it up with pg_dump "
             "(pg_dump -Fc -f capacity.dump DATABASE), see the README, Running in production"
         )
-    if not url.database or url.database == ":memory:":
+    source = sqlite_file(url)
+    if source is None:
         raise BackupError("DATABASE_URL: an in-memory database cannot be backed up")
-    source = Path(url.database)
     if not source.is_file():
         raise BackupError(
             f"DATABASE_URL: there is no database file at {source}; nothing to back up"

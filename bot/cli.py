@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
 
-from bot.settings import ConfigurationError, Settings, load_settings
+from bot.settings import ConfigurationError, Settings, check_database_url, load_settings
 from bot.surveys import SurveyDefinitionError, load_surveys
 
 log = logging.getLogger("capacity_bot")
@@ -79,9 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     backup.add_argument(
         "--output",
-        type=Path,
         default=None,
-        help="the backup file, or a folder for it (default: ./backups/capacity-bot-<time>.sqlite3)",
+        help="a new backup file, or an existing folder (a final / says it is one) for a dated "
+        "file in it (default: ./backups/capacity-bot-<time>.sqlite3)",
     )
     return parser
 
@@ -96,6 +96,7 @@ async def _migrate(settings: Settings) -> None:
     from storage.db import Database
     from storage.migrate import upgrade_to_head
 
+    check_database_url(settings)  # before Database makes the SQLite file's folder
     database = Database(settings.database_url)
     try:
         await upgrade_to_head(database.engine)

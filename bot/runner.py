@@ -36,7 +36,8 @@ async def start_polling(application: BotApplication) -> None:
 
 async def shut_down(application: BotApplication, *, handlers_grace: float | None = None) -> None:
     """Stop taking updates, let the ones in progress finish (within `handlers_grace`
-    seconds when given), stop the jobs, then the lifecycle hook and the bot's connections."""
+    seconds when given), stop the jobs, then the lifecycle hook and the bot's connections
+    (even those of a start-up that stopped half-way)."""
     if application.updater is not None and application.updater.running:
         await application.updater.stop()
     if application.running:
@@ -51,6 +52,10 @@ async def shut_down(application: BotApplication, *, handlers_grace: float | None
     if application.post_shutdown is not None:
         await application.post_shutdown(application)
     await application.shutdown()
+    # A start-up stopped in initialize() (getMe unanswered) leaves the Application not
+    # initialised, whose shutdown() then skips the bot: its HTTP sessions, opened before
+    # getMe, are closed here (a no-op when already closed).
+    await application.bot.shutdown()
 
 
 @asynccontextmanager

@@ -3,7 +3,9 @@
 Start-up waits out an unreachable Bot API: each step that talks to it (getMe, the bot's
 own preparation in post_init, then deleteWebhook for polling or setWebhook for the webhook)
 is retried with capped exponential backoff, one log line per attempt, until it works or the
-process is told to stop. A token the Bot API refuses (401/404) is not retried.
+process is told to stop. Meanwhile the request layer makes one attempt per call: its own
+retries (and their log lines) would run inside each attempt. A token the Bot API refuses
+(401/404) is not retried.
 
 SIGTERM and SIGINT stop the bot gracefully (bot/runner.py `shut_down`): no new updates
 (polling stops, the webhook server closes), the updates and jobs in progress finish within
@@ -15,10 +17,11 @@ closed. Exit status 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -31,6 +34,7 @@ from bot.context import BotApplication
 from bot.health import HEALTH_KEY, BotApiHealth
 from bot.runner import shut_down, start_polling
 from bot.settings import ConfigurationError, Settings
+from bot.telegram_request import ResilientRequest
 
 if TYPE_CHECKING:
     from bot.webhook import BotHttpServer
@@ -71,7 +75,10 @@ async def _until_stopped(step: Awaitable[object], stop: asyncio.Event) -> None:
 
 
 async def _with_retries(
-    what: str, step: Callable[[], Awaitable[object]], stop: asyncio.Event
+    application: BotApplication,
+    what: str,
+    step: Callable[[], Awaitable[object]],
+    stop: asyncio.Event,
 ) -> None:
     """Run `step` until it works: network errors, 5xx and 429 are retried with capped
     exponential backoff (429: at least its retry_after), one log line per failed attempt."""
@@ -79,7 +86,8 @@ async def _with_retries(
     attempt = 1
     while True:
         try:
-            await _until_stopped(step(), stop)
+            with _one_attempt_per_call(application):
+                await _until_stopped(step(), stop)
             if attempt > 1:
                 log.info("%s: done after %d attempts", what, attempt)
             return
@@ -117,6 +125,20 @@ async def _with_retries(
             raise Stopped
         delay = min(delay * 2, MAX_RETRY_S)
         attempt += 1
+
+
+@contextlib.contextmanager
+def _one_attempt_per_call(application: BotApplication) -> Iterator[None]:
+    """While a start-up step is tried, the request layer does not retry its calls: one attempt,
+    one log line. Not `single_attempt()`: the tasks that post_init starts (the broadcast
+    sender) would inherit it for good."""
+    request = application.bot.request
+    assert isinstance(request, ResilientRequest)  # build_application's
+    retries, request.max_retries = request.max_retries, 0
+    try:
+        yield
+    finally:
+        request.max_retries = retries
 
 
 def _first_line(exc: BaseException) -> str:
@@ -222,8 +244,8 @@ async def serve(
         # The webhook server's module only when an HTTP server is wanted.
         from bot.webhook import BotHttpServer, webhook_path
     try:
-        await _with_retries("connecting to the Bot API", application.initialize, stop)
-        await _with_retries("preparing the bot", _prepare(application), stop)
+        await _with_retries(application, "connecting to the Bot API", application.initialize, stop)
+        await _with_retries(application, "preparing the bot", _prepare(application), stop)
         await application.start()
         # What exists now (modules, mappers, prebuilt statements, catalogs) lives as long as
         # the process: out of the collector's sight, a full collection scans only what
@@ -249,10 +271,14 @@ async def serve(
         if server is not None:
             await _listen(server, webhook)
         if webhook:
-            await _with_retries("setting the webhook", _set_webhook(application, settings), stop)
+            await _with_retries(
+                application, "setting the webhook", _set_webhook(application, settings), stop
+            )
             log.info("taking updates through the webhook on port %d", server.port if server else 0)
         else:
-            await _with_retries("starting long polling", lambda: start_polling(application), stop)
+            await _with_retries(
+                application, "starting long polling", lambda: start_polling(application), stop
+            )
             log.info("taking updates with long polling")
         probe = asyncio.create_task(_probe_bot_api(application, webhook), name="bot-api-probe")
         if on_ready is not None:

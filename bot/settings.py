@@ -329,6 +329,31 @@ class Settings(BaseSettings):
         return token.get_secret_value()
 
 
+def check_database_url(settings: Settings) -> None:
+    """For the commands that keep the bot's data (`run`, `migrate`, `import`): an SQLite
+    DATABASE_URL must name a file, in a folder that exists, except ./data (the default's,
+    created on first run). A typo or a missing volume would otherwise make a folder where
+    nobody looks, and an in-memory database would lose everything at the end of the process.
+    The demo and the playground take their own --database instead."""
+    from storage.db import is_sqlite, sqlite_file
+
+    if not is_sqlite(settings.database_url):
+        return
+    path = sqlite_file(settings.database_url)
+    if path is None:
+        raise ConfigurationError(
+            "DATABASE_URL is invalid (no SQLite file: an in-memory database is lost when the "
+            f"process ends); expected {EXPECTED['database_url']}"
+        )
+    default_folder = Path(make_url(DEFAULT_DATABASE_URL).database or "").parent
+    if path.parent != default_folder and not path.parent.is_dir():
+        raise ConfigurationError(
+            f"DATABASE_URL is invalid (no folder {path.parent} for its SQLite file; only "
+            f"./{default_folder}, the default's, is created); expected a file in an existing "
+            "folder, such as sqlite+aiosqlite:////srv/capacity-bot/capacity-bot.sqlite3"
+        )
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read the settings, turning any validation error into one line naming the setting."""
     try:

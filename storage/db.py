@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
@@ -34,11 +35,25 @@ def is_sqlite(url: str | URL) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file an SQLite URL opens, as SQLite reads it (relative to the working folder, no
+    `~`); None when no file keeps the database (no path, `:memory:`, a `mode=memory` URI):
+    it is gone with its connections."""
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.query.get("uri") == "true":  # a `file:` URI, which SQLite reads itself
+        uri = urlsplit(database)
+        in_memory = parsed.query.get("mode") == "memory" or "mode=memory" in uri.query
+        database = "" if in_memory else unquote(uri.path)
+    return None if database in ("", ":memory:") else Path(database)
+
+
 def ensure_sqlite_directory(url: str | URL) -> None:
-    """Create the folder of an SQLite file on first run, so the default works on a fresh clone."""
-    database = make_url(url).database
-    if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    """Create the folder of an SQLite file on first run, so the default works on a fresh clone
+    (`run`, `migrate` and `import` first refuse any other missing folder: check_database_url)."""
+    path = sqlite_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _install_sqlite_behaviour(engine: AsyncEngine) -> None:

@@ -12,18 +12,22 @@ import pytest
 
 from emulator.client import EmulatorClient
 from emulator.server import BotApiEmulator
+from storage.db import sqlite_file
 
 TOKEN = "424242:SECRET-token-that-must-never-be-logged"
 
 
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("BOT_TOKEN", "DATABASE_URL")}
+def _env(tmp_path: Path, **extra: str | None) -> dict[str, str]:
+    """The test's environment; a setting given as None is left unset (its default applies)."""
+    env: dict[str, str | None] = {
+        k: v for k, v in os.environ.items() if k not in ("BOT_TOKEN", "DATABASE_URL")
+    }
     env["DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path}/bot.sqlite3"
     env.update(extra)
-    return env
+    return {k: v for k, v in env.items() if v is not None}
 
 
-async def _cli(tmp_path: Path, *args: str, **env: str) -> tuple[int, str, str]:
+async def _cli(tmp_path: Path, *args: str, **env: str | None) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -74,6 +78,66 @@ async def test_migrate_creates_the_sqlite_file_on_first_run(tmp_path):
     code, out, _ = await _cli(tmp_path, "migrate", DATABASE_URL="sqlite+aiosqlite:///./data/x.db")
     assert code == 0 and "up to date" in out
     assert (tmp_path / "data" / "x.db").exists()
+
+
+async def test_migrate_creates_the_default_data_folder_on_a_fresh_clone(tmp_path):
+    code, out, err = await _cli(tmp_path, "migrate", DATABASE_URL=None)
+    assert code == 0 and "up to date" in out, err
+    assert (tmp_path / "data" / "capacity-bot.sqlite3").is_file()
+
+
+@pytest.mark.parametrize("command", ["migrate", "run"])
+@pytest.mark.parametrize(
+    ("database", "said"),
+    [
+        ("sqlite+aiosqlite:///{tmp}/missing/dir/bot.sqlite3", "no folder {tmp}/missing/dir"),
+        ("sqlite:///./db/bot.sqlite3", "no folder db"),
+        ("sqlite:///", "no SQLite file"),
+        ("sqlite://", "no SQLite file"),
+        ("sqlite+aiosqlite:///:memory:", "no SQLite file"),
+    ],
+    ids=["missing-folder", "missing-relative-folder", "empty-path", "no-path", "in-memory"],
+)
+async def test_a_database_url_without_a_lasting_file_is_one_line_and_exit_2(
+    tmp_path, command, database, said
+):
+    """Only the default's ./data is created: an explicit folder that does not exist is a typo
+    (or a missing volume) to be told, and an in-memory database would lose everything."""
+    # Should start-up get that far, a Bot API that refuses the token ends `run` at once.
+    async with BotApiEmulator(token="999999:another-bots-token-of-the-emulator") as emulator:
+        code, out, err = await _cli(
+            tmp_path,
+            command,
+            DATABASE_URL=database.format(tmp=tmp_path),
+            BOT_TOKEN=TOKEN,
+            TELEGRAM_BASE_URL=emulator.base_url,
+        )
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("capacity-bot: DATABASE_URL ") and "expected" in lines[0]
+    assert said.format(tmp=tmp_path) in lines[0]
+    assert "up to date" not in out and "Traceback" not in err
+    assert not (tmp_path / "missing").exists() and not (tmp_path / "db").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite+aiosqlite:////srv/bot/x.sqlite3", "/srv/bot/x.sqlite3"),
+        ("sqlite:///data/x.sqlite3", "data/x.sqlite3"),
+        ("sqlite:///~/x.sqlite3", "~/x.sqlite3"),  # SQLite does not expand ~
+        ("sqlite:///file:/srv/bot/x.sqlite3?uri=true", "/srv/bot/x.sqlite3"),
+        ("sqlite:///file:///srv/my%20bot/x.sqlite3?uri=true", "/srv/my bot/x.sqlite3"),
+        ("sqlite:///file:x.sqlite3?uri=true&mode=memory", None),
+        ("sqlite:///file::memory:?uri=true", None),
+        ("sqlite:///:memory:", None),
+        ("sqlite:///", None),
+        ("sqlite://", None),
+    ],
+)
+def test_the_file_of_an_sqlite_url_is_the_one_sqlite_opens(url, path):
+    assert sqlite_file(url) == (None if path is None else Path(path))
 
 
 async def test_import_reports_bad_rows_and_imports_nothing(tmp_path):

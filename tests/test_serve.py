@@ -214,6 +214,34 @@ async def test_sigterm_during_the_start_up_retries_exits_0(tmp_path: Path):
     assert "stopped during start-up" in bot.output and "Traceback" not in bot.output
 
 
+@pytest.mark.parametrize(
+    ("drop_connections", "signum"), [(False, signal.SIGINT), (True, signal.SIGTERM)]
+)
+async def test_a_stop_during_the_start_up_retries_logs_one_line_per_attempt_and_no_leak(
+    tmp_path: Path, drop_connections: bool, signum: int
+):
+    """The start-up's retry loop is the only one (the request layer makes one attempt per
+    call meanwhile), and a stop before the bot is initialised closes its HTTP sessions."""
+    async with BotApiEmulator(token=TOKEN) as emulator, EmulatorClient(emulator.side_url) as client:
+        await client.set_unreachable(True, drop_connections=drop_connections)
+        bot = Bot(tmp_path, f"sqlite+aiosqlite:///{tmp_path}/bot.sqlite3", emulator.base_url)
+        await bot.start()
+        await bot.wait_for_line("attempt 2,")
+        assert await bot.stop(signum, timeout=15) == 0, bot.output[-3000:]
+    lines = bot.output.splitlines()
+    started = next(n for n, line in enumerate(lines) if "starting the bot" in line)
+    stopping = next(n for n, line in enumerate(lines) if "received: stopping gracefully" in line)
+    attempts = lines[started + 1 : stopping]
+    assert all(
+        "connecting to the Bot API: the Bot API did not answer" in line for line in attempts
+    ), "\n".join(attempts)
+    assert [int(line.split("attempt ")[1].split(",")[0]) for line in attempts] == list(
+        range(1, len(attempts) + 1)
+    )
+    assert "stopped during start-up" in bot.output
+    assert "Unclosed" not in bot.output and " ERROR " not in bot.output, bot.output[-3000:]
+
+
 async def test_a_refused_token_is_one_line_naming_bot_token_and_exit_2(tmp_path: Path):
     async with BotApiEmulator(token="999999:another-bots-token-of-the-emulator") as emulator:
         bot = Bot(tmp_path, f"sqlite+aiosqlite:///{tmp_path}/bot.sqlite3", emulator.base_url)
