@@ -42,8 +42,8 @@ EXPECTED = {
     "reminder_offsets": "durations before a workshop separated by commas, such as 24h,2h",
     "quiet_hours": "a range of local times such as 21:00-08:00, or off",
     "survey_delay": "a duration after the end of a workshop, such as 2h",
-    "poll_open_for": "a duration, such as 48h",
-    "follow_up_after": "a duration, such as 30d",
+    "poll_open_for": "a duration of at least 2m (two survey sweeps), such as 48h",
+    "follow_up_after": "a duration longer than SURVEY_DELAY, such as 30d",
     "broadcast_rate": "a ceiling for broadcasts in messages per second above 0, at most 30 (more only with TELEGRAM_BASE_URL on this machine, the emulator); broadcasts never take more than RATE_LIMIT_PER_SECOND leaves",
     "min_group_size": "a whole number of people from 1 to 100",
     "staff": "role:telegram_id pairs separated by commas, roles mediator, facilitator, coordinator",
@@ -63,6 +63,11 @@ EXPECTED = {
     "outbox_lease": "a duration from 5s to 1h, such as 2m",
 }
 
+
+# How often the survey sweep opens and closes polls (handlers/surveys.py schedules it).
+SURVEY_SWEEP_PERIOD = timedelta(seconds=60)
+# A poll must stay open for two sweeps: however late one runs, another finds the poll open.
+MIN_POLL_OPEN_FOR = 2 * SURVEY_SWEEP_PERIOD
 
 _DURATION_PART = re.compile(r"(\d+)\s*([dhms])")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
@@ -266,6 +271,21 @@ class Settings(BaseSettings):
     def _lease_range(cls, value: timedelta) -> timedelta:
         if not timedelta(seconds=5) <= value <= timedelta(hours=1):
             raise ValueError("out of range")
+        return value
+
+    @field_validator("poll_open_for")
+    @classmethod
+    def _poll_outlasts_two_sweeps(cls, value: timedelta) -> timedelta:
+        if value < MIN_POLL_OPEN_FOR:
+            raise ValueError("shorter than two survey sweeps: no sweep might find the poll open")
+        return value
+
+    @field_validator("follow_up_after")
+    @classmethod
+    def _follow_up_after_the_poll(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        delay = info.data.get("survey_delay")
+        if delay is not None and value <= delay:
+            raise ValueError("not after SURVEY_DELAY: the follow-up would come before the poll")
         return value
 
     @field_validator("webhook_secret", mode="before")

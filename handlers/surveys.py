@@ -43,6 +43,7 @@ from bot.services.surveys import (
     Step,
     StepOutcome,
 )
+from bot.settings import SURVEY_SWEEP_PERIOD
 from bot.surveys import WORKSHOP_PLACEHOLDER, Option, QuestionDef, QuestionType, SurveyDef
 from bot.text_split import split_for_telegram
 from handlers import views
@@ -55,7 +56,6 @@ PRIVATE = filters.ChatType.PRIVATE
 # Group of the handler that captures written answers: before group 0 (the resident's nudge).
 TEXT_CAPTURE_GROUP = -20
 SWEEP_JOB = "survey-sweep"
-SWEEP_SECONDS = 60
 SCALE_FACES = ("😞", "🙁", "😐", "🙂", "😄")
 BAR_WIDTH = 10
 # A digest longer than this many messages goes to the channel as a text file instead.
@@ -324,7 +324,7 @@ async def survey_sweep(context: BotContext) -> None:
 
 
 def schedule_survey_sweep(job_queue: JobQueue) -> None:
-    job_queue.run_repeating(survey_sweep, interval=SWEEP_SECONDS, first=5, name=SWEEP_JOB)
+    job_queue.run_repeating(survey_sweep, interval=SURVEY_SWEEP_PERIOD, first=5, name=SWEEP_JOB)
 
 
 @renders(INVITATION)
@@ -445,6 +445,15 @@ def digest_text(r: Reply, digest: RunDigest) -> str:
     head.append(
         r.t("surveys.digest.respondents", answers=digest.respondents, invited=digest.invited)
     )
+    if digest.missed and digest.closes_at is not None:
+        tz = r.context.services.settings.tz
+        head.append(
+            r.t(
+                "surveys.digest.missed",
+                date=translator.date(r.language, digest.closes_at, tz),
+                time=translator.time(r.language, digest.closes_at, tz),
+            )
+        )
     blocks = ["\n".join(head)]
     for position, summary in enumerate(digest.questions, start=1):
         blocks.append("\n".join(_question_digest(r, position, summary, digest.workshop_title)))

@@ -672,40 +672,59 @@ class SurveyService:
             return cards
 
     async def invite_after_workshops(self, survey_key: str, delay: timedelta) -> int:
-        """Open the run of each workshop that ended `delay` ago and invite who attended.
+        """Open the run of each workshop whose poll is due and invite who attended.
 
-        Workshops whose poll would already be closed (ended longer ago than delay plus
-        POLL_OPEN_FOR) are left alone. People marked present later, while the run is open,
-        are invited by a later sweep. Returns the number of invitations queued.
+        A workshop's poll is open from `delay` after its end (or the end of quiet hours
+        then) for POLL_OPEN_FOR: the window is the workshop's, read from the database, so a
+        sweep finds it whatever its period and however long the bot was stopped. A sweep
+        that comes late opens the run for what is left of its window; after the whole
+        window, the run is created closed (`opened_at` = `closes_at`: nobody is invited to
+        a closed poll) and its digest tells the channel the poll was missed. People marked
+        present later, while the run is open, are invited by a later sweep, but only if
+        their invitation can go out (quiet hours) before the close. Returns the number of
+        invitations queued.
         """
         now = self._clock.now()
-        open_for = self._settings.poll_open_for
         send_at = self._outside_quiet_hours(now)
         attended = (
             select(Registration.id)
             .where(Registration.workshop_id == Workshop.id, Registration.attended_at.is_not(None))
             .exists()
         )
-        due_workshops = select(
-            literal(survey_key),
-            Workshop.id,
-            literal(now, UTCDateTime()),
-            literal(send_at + open_for, UTCDateTime()),
-        ).where(
-            Workshop.ends_at <= now - delay,
-            Workshop.ends_at > now - delay - open_for,
-            Workshop.status != WorkshopStatus.CANCELLED,
-            attended,
+        has_run = (
+            select(SurveyRun.id)
+            .where(SurveyRun.survey_key == survey_key, SurveyRun.workshop_id == Workshop.id)
+            .exists()
         )
         async with self._db.write() as session:
-            await session.execute(
-                self._insert(SurveyRun)
-                .from_select(["survey_key", "workshop_id", "opened_at", "closes_at"], due_workshops)
-                .on_conflict_do_nothing(
-                    index_elements=["survey_key", "workshop_id"],
-                    index_where=SurveyRun.workshop_id.is_not(None),
+            due = await session.execute(
+                select(Workshop.id, Workshop.ends_at).where(
+                    Workshop.ends_at <= now - delay,
+                    Workshop.status != WorkshopStatus.CANCELLED,
+                    attended,
+                    ~has_run,
                 )
             )
+            new_runs = []
+            for workshop_id, ends_at in due:
+                closes_at = self.poll_close(ends_at + delay)
+                new_runs.append(
+                    {
+                        "survey_key": survey_key,
+                        "workshop_id": workshop_id,
+                        "opened_at": min(send_at, closes_at),
+                        "closes_at": closes_at,
+                    }
+                )
+            if new_runs:
+                await session.execute(
+                    self._insert(SurveyRun)
+                    .values(new_runs)
+                    .on_conflict_do_nothing(
+                        index_elements=["survey_key", "workshop_id"],
+                        index_where=SurveyRun.workshop_id.is_not(None),
+                    )
+                )
             attendees = (
                 select(
                     SurveyRun.id,
@@ -717,7 +736,7 @@ class SurveyService:
                 .join(Resident, Resident.id == Registration.resident_id)
                 .where(
                     SurveyRun.survey_key == survey_key,
-                    SurveyRun.closes_at > now,
+                    SurveyRun.closes_at > send_at,
                     Registration.attended_at.is_not(None),
                     # Not people who withdrew their consent, nor erased ones (tombstones).
                     Resident.consented_at.is_not(None),
@@ -790,6 +809,10 @@ class SurveyService:
                     created_at=now,
                 )
             return len(claimed)
+
+    def poll_close(self, opens_at: datetime) -> datetime:
+        """When a poll due at `opens_at` closes: POLL_OPEN_FOR after it can first be sent."""
+        return self._outside_quiet_hours(opens_at) + self._settings.poll_open_for
 
     def _outside_quiet_hours(self, moment: datetime) -> datetime:
         """An invitation due during quiet hours waits for their end (nobody is woken up)."""
