@@ -115,6 +115,7 @@ class AskedQuestion:
     options: tuple[Option, ...]
     ticked: frozenset[str]  # multiple choice: what is ticked so far
     workshop_title: dict[str, str] | None
+    workshop_starts_at: datetime | None  # the {date} of the survey's texts
     first: bool  # the first question: the survey's intro goes with it
 
 
@@ -127,6 +128,7 @@ class Step:
     problem: Problem | None = None
     text_length: int | None = None  # for TOO_LONG
     workshop_title: dict[str, str] | None = None
+    workshop_starts_at: datetime | None = None
     card_queued: bool = False  # a response card went to the outbox: deliver now
 
 
@@ -135,6 +137,7 @@ class InvitationView:
     participation_id: int
     survey: SurveyDef
     workshop_title: dict[str, str] | None
+    workshop_starts_at: datetime | None
     status: str
 
 
@@ -187,6 +190,7 @@ class _Run:
     workshop_id: int | None
     closes_at: datetime | None
     workshop_title: dict[str, str] | None
+    workshop_starts_at: datetime | None
     need_category: str | None
 
 
@@ -234,8 +238,8 @@ _LOCKED_PARTICIPATION = (
     )
     .with_for_update(of=SurveyParticipation)
 )
-_WORKSHOP_TITLE_AND_CATEGORY = (
-    select(Workshop.title, Theme.need_category)
+_RUN_WORKSHOP = (
+    select(Workshop.title, Workshop.starts_at, Theme.need_category)
     .join(Theme, Theme.id == Workshop.theme_id)
     .where(Workshop.id == bindparam("workshop_id"))
 )
@@ -481,6 +485,7 @@ class SurveyService:
                         SurveyRun.survey_key,
                         SurveyRun.closes_at,
                         Workshop.title,
+                        Workshop.starts_at,
                     )
                     .join(SurveyRun, SurveyRun.id == SurveyParticipation.run_id)
                     .outerjoin(Workshop, Workshop.id == SurveyRun.workshop_id)
@@ -493,7 +498,9 @@ class SurveyService:
             return None
         if row.closes_at is not None and row.closes_at <= now:
             return None
-        return InvitationView(participation_id, self.catalog[row.survey_key], row.title, row.status)
+        return InvitationView(
+            participation_id, self.catalog[row.survey_key], row.title, row.starts_at, row.status
+        )
 
     async def response_card(self, answer_set_id: int) -> ResponseCard | None:
         """A completed answer set, question by question, for the facilitators' channel."""
@@ -829,14 +836,12 @@ class SurveyService:
         row = (await session.execute(_LOCKED_PARTICIPATION, params)).one_or_none()
         if row is None or row.survey_key not in self.catalog.surveys:
             return None
-        title = category = None
+        title = starts_at = category = None
         if row.workshop_id is not None:
             workshop = (
-                await session.execute(
-                    _WORKSHOP_TITLE_AND_CATEGORY, {"workshop_id": row.workshop_id}
-                )
+                await session.execute(_RUN_WORKSHOP, {"workshop_id": row.workshop_id})
             ).one()
-            title, category = workshop.title, workshop.need_category
+            title, starts_at, category = workshop.title, workshop.starts_at, workshop.need_category
         return _Run(
             participation=row[0],
             telegram_id=telegram_id,
@@ -845,6 +850,7 @@ class SurveyService:
             workshop_id=row.workshop_id,
             closes_at=row.closes_at,
             workshop_title=title,
+            workshop_starts_at=starts_at,
             need_category=category,
         )
 
@@ -854,6 +860,7 @@ class SurveyService:
             participation_id=run.participation.id,
             survey=run.survey,
             workshop_title=run.workshop_title,
+            workshop_starts_at=run.workshop_starts_at,
             **values,
         )
 
@@ -912,6 +919,7 @@ class SurveyService:
             options=await self._options(session, run, question),
             ticked=frozenset(await self._ticked(session, run, question)),
             workshop_title=run.workshop_title,
+            workshop_starts_at=run.workshop_starts_at,
             first=index == 0,
         )
         return self._step(outcome, run, question=asked, **extra)
