@@ -714,7 +714,7 @@ class SurveyService:
             )
             new_runs = []
             for workshop_id, ends_at in due:
-                closes_at = self.poll_close(ends_at + delay)
+                closes_at = self._poll_close(ends_at + delay)
                 new_runs.append(
                     {
                         "survey_key": survey_key,
@@ -817,7 +817,7 @@ class SurveyService:
                 )
             return len(claimed)
 
-    def poll_close(self, opens_at: datetime) -> datetime:
+    def _poll_close(self, opens_at: datetime) -> datetime:
         """When a poll due at `opens_at` closes: POLL_OPEN_FOR after it can first be sent."""
         return self._outside_quiet_hours(opens_at) + self._settings.poll_open_for
 
