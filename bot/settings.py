@@ -42,8 +42,8 @@ EXPECTED = {
     "reminder_offsets": "durations before a workshop separated by commas, such as 24h,2h",
     "quiet_hours": "a range of local times such as 21:00-08:00, or off",
     "survey_delay": "a duration after the end of a workshop, such as 2h",
-    "poll_open_for": "a duration, such as 48h",
-    "follow_up_after": "a duration, such as 30d",
+    "poll_open_for": "a duration of at least 2m (two survey sweeps), such as 48h",
+    "follow_up_after": "a duration longer than SURVEY_DELAY, such as 30d",
     "broadcast_rate": "a ceiling for broadcasts in messages per second above 0, at most 30 (more only with TELEGRAM_BASE_URL on this machine, the emulator); broadcasts never take more than RATE_LIMIT_PER_SECOND leaves",
     "min_group_size": "a whole number of people from 1 to 100",
     "staff": "role:telegram_id pairs separated by commas, roles mediator, facilitator, coordinator",
@@ -64,6 +64,11 @@ EXPECTED = {
     "outbox_retention": "a duration such as 30d, at least 2 days longer than the longest of REMINDER_OFFSETS",
 }
 
+
+# How often the survey sweep opens and closes polls (handlers/surveys.py schedules it).
+SURVEY_SWEEP_PERIOD = timedelta(seconds=60)
+# A poll must stay open for two sweeps: however late one runs, another finds the poll open.
+MIN_POLL_OPEN_FOR = 2 * SURVEY_SWEEP_PERIOD
 
 _DURATION_PART = re.compile(r"(\d+)\s*([dhms])")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
@@ -282,6 +287,21 @@ class Settings(BaseSettings):
         offsets = info.data.get("reminder_offsets") or (timedelta(0),)
         if value < max(offsets) + timedelta(days=2):
             raise ValueError("shorter than the longest of REMINDER_OFFSETS plus 2 days")
+        return value
+
+    @field_validator("poll_open_for")
+    @classmethod
+    def _poll_outlasts_two_sweeps(cls, value: timedelta) -> timedelta:
+        if value < MIN_POLL_OPEN_FOR:
+            raise ValueError("shorter than two survey sweeps: no sweep might find the poll open")
+        return value
+
+    @field_validator("follow_up_after")
+    @classmethod
+    def _follow_up_after_the_poll(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        delay = info.data.get("survey_delay")
+        if delay is not None and value <= delay:
+            raise ValueError("not after SURVEY_DELAY: the follow-up would come before the poll")
         return value
 
     @field_validator("webhook_secret", mode="before")

@@ -154,15 +154,18 @@ async def _coming(r: Reply, workshop_id: int) -> None:
 
 
 async def _cant(r: Reply, workshop_id: int) -> None:
-    visit = await r.context.services.reminders.visit_of(r.user_id, workshop_id)
+    reminders = r.context.services.reminders
+    visit = await reminders.visit_of(r.user_id, workshop_id)
     if visit is None:
         await r.toast(r.label("reminder.no_seat"), alert=True)
         return
     await r.toast()
     translator = r.context.services.translator
+    # The seat is promised to "someone waiting" only when somebody is.
+    waiting = await reminders.someone_waiting(workshop_id)
     await r.show(
         r.t(
-            "reminder.cant_ask",
+            "reminder.cant_ask_waitlist" if waiting else "reminder.cant_ask",
             title=translator.localized(visit.title, r.language),
             when=when(r, visit.starts_at, visit.ends_at),
         ),

@@ -43,7 +43,15 @@ from bot.services.surveys import (
     Step,
     StepOutcome,
 )
-from bot.surveys import WORKSHOP_PLACEHOLDER, Option, QuestionDef, QuestionType, SurveyDef
+from bot.settings import SURVEY_SWEEP_PERIOD
+from bot.surveys import (
+    DATE_PLACEHOLDER,
+    WORKSHOP_PLACEHOLDER,
+    Option,
+    QuestionDef,
+    QuestionType,
+    SurveyDef,
+)
 from bot.text_split import split_for_telegram
 from bot.user_text import isolated
 from handlers import views
@@ -56,7 +64,6 @@ PRIVATE = filters.ChatType.PRIVATE
 # Group of the handler that captures written answers: before group 0 (the resident's nudge).
 TEXT_CAPTURE_GROUP = -20
 SWEEP_JOB = "survey-sweep"
-SWEEP_SECONDS = 60
 SCALE_FACES = ("😞", "🙁", "😐", "🙂", "😄")
 BAR_WIDTH = 10
 # A digest longer than this many messages goes to the channel as a text file instead.
@@ -92,13 +99,22 @@ _OUTCOME_TOASTS = {
 # -- how a survey looks -------------------------------------------------------------------
 
 
-def _words(r: Reply, texts: dict[str, str] | str, title: dict[str, str] | None) -> str:
-    """A text of a definition in the person's language, as HTML, with the workshop's title."""
-    translator = r.context.services.translator
-    text = html.escape(translator.localized(texts, r.language), quote=False)
+def _words(
+    r: Reply,
+    texts: dict[str, str] | str,
+    title: dict[str, str] | None,
+    starts_at: datetime | None,
+) -> str:
+    """A text of a definition in the person's language, as HTML, with the workshop's title
+    and day."""
+    services = r.context.services
+    text = html.escape(services.translator.localized(texts, r.language), quote=False)
     if title is not None:
-        name = html.escape(translator.localized(title, r.language), quote=False)
+        name = html.escape(services.translator.localized(title, r.language), quote=False)
         text = text.replace(WORKSHOP_PLACEHOLDER, name)
+    if starts_at is not None:
+        day = services.translator.date(r.language, starts_at, services.settings.tz)
+        text = text.replace(DATE_PLACEHOLDER, html.escape(day, quote=False))
     return text
 
 
@@ -112,8 +128,10 @@ def _option_label(r: Reply, question: QuestionDef, option: Option) -> str:
     return r.context.services.translator.localized(option.text, r.language)
 
 
-def intro_text(r: Reply, survey: SurveyDef, title: dict[str, str] | None) -> str:
-    text = _words(r, survey.intro.as_dict(), title)
+def intro_text(
+    r: Reply, survey: SurveyDef, title: dict[str, str] | None, starts_at: datetime | None
+) -> str:
+    text = _words(r, survey.intro.as_dict(), title, starts_at)
     return text + "\n" + r.t("surveys.anonymous_note") if survey.anonymous else text
 
 
@@ -121,13 +139,14 @@ def question_view(
     r: Reply, asked: AskedQuestion, *, intro: bool = False, problem: str | None = None
 ) -> tuple[str, Keyboard]:
     """The question, its hint and its buttons: one per row for choices, faces for a scale."""
-    survey, question, title = asked.survey, asked.question, asked.workshop_title
+    survey, question = asked.survey, asked.question
+    title, starts_at = asked.workshop_title, asked.workshop_starts_at
     translator = r.context.services.translator
     lines = [problem, ""] if problem else []
     if intro:
-        lines += [intro_text(r, survey, title), ""]
-    lines.append(f"📝 <i>{_words(r, survey.title.as_dict(), title)}</i>")
-    lines.append(f"<b>{_words(r, question.text.as_dict(), title)}</b>")
+        lines += [intro_text(r, survey, title, starts_at), ""]
+    lines.append(f"📝 <i>{_words(r, survey.title.as_dict(), title, starts_at)}</i>")
+    lines.append(f"<b>{_words(r, question.text.as_dict(), title, starts_at)}</b>")
     if question.type is QuestionType.SCALE and question.low and question.high:
         low = translator.localized(question.low.as_dict(), r.language)
         high = translator.localized(question.high.as_dict(), r.language)
@@ -160,9 +179,13 @@ def question_view(
 
 
 def invitation_view(
-    r: Reply, participation_id: int, survey: SurveyDef, title: dict[str, str] | None
+    r: Reply,
+    participation_id: int,
+    survey: SurveyDef,
+    title: dict[str, str] | None,
+    starts_at: datetime | None,
 ) -> tuple[str, Keyboard]:
-    return intro_text(r, survey, title), [
+    return intro_text(r, survey, title, starts_at), [
         [r.button(r.label("surveys.start"), "survey_start", participation_id)],
         [r.button(r.label("surveys.later"), "survey_later", participation_id)],
     ]
@@ -171,14 +194,14 @@ def invitation_view(
 async def _thanks(r: Reply, step: Step) -> tuple[str, Keyboard]:
     """The thank-you; the needs survey is offered after it if the person has not said yet."""
     assert step.survey is not None
-    text = _words(r, step.survey.thanks.as_dict(), step.workshop_title)
+    text = _words(r, step.survey.thanks.as_dict(), step.workshop_title, step.workshop_starts_at)
     if step.survey.key == NEEDS:
         return text, []
     surveys = r.context.services.surveys
     offer = await surveys.pending_needs_offer(r.user_id)
     if offer is None:
         return text, []
-    offer_text, keyboard = invitation_view(r, offer, surveys.catalog[NEEDS], None)
+    offer_text, keyboard = invitation_view(r, offer, surveys.catalog[NEEDS], None, None)
     return text + "\n\n" + offer_text, keyboard
 
 
@@ -296,7 +319,7 @@ async def after_registration(r: Reply, workshop_id: int, *, confirmed: bool) -> 
             await r.send(*question_view(r, step.question, intro=True))
             return
     if offer is not None:
-        await r.send(*invitation_view(r, offer, surveys.catalog[NEEDS], None))
+        await r.send(*invitation_view(r, offer, surveys.catalog[NEEDS], None, None))
 
 
 def survey_handlers() -> list[BaseHandler]:
@@ -325,7 +348,7 @@ async def survey_sweep(context: BotContext) -> None:
 
 
 def schedule_survey_sweep(job_queue: JobQueue) -> None:
-    job_queue.run_repeating(survey_sweep, interval=SWEEP_SECONDS, first=5, name=SWEEP_JOB)
+    job_queue.run_repeating(survey_sweep, interval=SURVEY_SWEEP_PERIOD, first=5, name=SWEEP_JOB)
 
 
 @renders(INVITATION)
@@ -337,7 +360,13 @@ async def _invitation(context: BotContext, message: ClaimedMessage) -> list[Outg
     r = Reply.for_recipient(context, message.chat_id, message.language)
     return [
         Outgoing.message(
-            *invitation_view(r, view.participation_id, view.survey, view.workshop_title)
+            *invitation_view(
+                r,
+                view.participation_id,
+                view.survey,
+                view.workshop_title,
+                view.workshop_starts_at,
+            )
         )
     ]
 
@@ -406,10 +435,14 @@ def _number(r: Reply, value: float) -> str:
 
 
 def _question_digest(
-    r: Reply, position: int, summary: QuestionSummary, title: dict[str, str] | None
+    r: Reply,
+    position: int,
+    summary: QuestionSummary,
+    title: dict[str, str] | None,
+    starts_at: datetime | None,
 ) -> list[str]:
     question = summary.question
-    lines = [f"<b>{position}. {_words(r, question.text.as_dict(), title)}</b>"]
+    lines = [f"<b>{position}. {_words(r, question.text.as_dict(), title, starts_at)}</b>"]
     if summary.answered == 0:
         lines.append(r.t("surveys.digest.nobody"))
     elif summary.skipped:
@@ -446,9 +479,21 @@ def digest_text(r: Reply, digest: RunDigest) -> str:
     head.append(
         r.t("surveys.digest.respondents", answers=digest.respondents, invited=digest.invited)
     )
+    if digest.missed and digest.closes_at is not None:
+        tz = r.context.services.settings.tz
+        head.append(
+            r.t(
+                "surveys.digest.missed",
+                date=translator.date(r.language, digest.closes_at, tz),
+                time=translator.time(r.language, digest.closes_at, tz),
+            )
+        )
     blocks = ["\n".join(head)]
     for position, summary in enumerate(digest.questions, start=1):
-        blocks.append("\n".join(_question_digest(r, position, summary, digest.workshop_title)))
+        summary_lines = _question_digest(
+            r, position, summary, digest.workshop_title, digest.workshop_starts_at
+        )
+        blocks.append("\n".join(summary_lines))
     return "\n\n".join(blocks)
 
 

@@ -22,6 +22,7 @@ import pytest
 from playwright.async_api import Browser, Locator, Page, Route, expect
 
 from bot.i18n import LANGUAGE_NAMES
+from bot.surveys import load_surveys
 from tests.conftest import IN_CI
 from tests.playground_harness import (
     Playground,
@@ -176,6 +177,60 @@ async def test_time_travel_to_the_reminder(page: Page) -> None:
     await newer.click()
     await expect_following(resident)
     await expect(newer).to_be_hidden()
+
+
+POLL = load_surveys()["post_workshop"]
+
+
+def poll_text(question_key: str) -> str:
+    """A question of the post-workshop poll as Amina reads it (its first words)."""
+    question = POLL.question(question_key)
+    assert question is not None
+    return question.text.fr.split("{workshop}")[-1].strip(" :»")
+
+
+async def travel(page: Page, kind: str) -> None:
+    """Press a time-travel button; the journey is over when the buttons are enabled again."""
+    button = page.locator(f'.time-travel [data-travel="{kind}"]')
+    await button.click()
+    await expect(page.locator('.time-travel [data-travel="day"]')).to_be_enabled()
+
+
+async def test_a_workshop_s_life_in_a_few_minutes_as_the_readme_tells_it(page: Page) -> None:
+    """README, section Playground, "A workshop's life in a few minutes", word for word."""
+    amina, channel = chat(page, "resident-1"), chat(page, "channel")
+    # "sign Amina up,"
+    await sign_up(amina)
+    # "go to the reminder and answer I'm coming,"
+    await travel(page, "reminder")
+    await press(amina, label("reminder.coming_button"))
+    await expect(amina.locator(".toast")).to_have_text(label("reminder.coming_toast"))
+    # "go to the end of the workshop, tap I'm here in Amina's chat"
+    await travel(page, "workshop-end")
+    await press(amina, label("attendance.here_button"))
+    await expect(amina.locator(".toast")).to_have_text(label("attendance.checked_in_toast"))
+    # "then go to the survey's close: the journey halts when Amina's poll arrives"
+    await travel(page, "survey-close")
+    invitation = bot_message(amina, label("surveys.start"))
+    await expect(invitation).to_be_visible()
+    await expect(bot_message(channel, "📊")).to_have_count(0)  # no digest yet
+    # "she answers it"
+    poll = await press(amina, label("surveys.start"))
+    await expect(poll).to_contain_text(poll_text("satisfaction"))
+    await press(amina, "😄 5")
+    await expect(poll).to_contain_text(poll_text("usefulness"))
+    await press(amina, "🙂 4")
+    await expect(poll).to_contain_text(poll_text("try_alone"))
+    await press(amina, label("surveys.skip"))
+    await expect(poll).to_contain_text(poll_text("autonomy"))
+    await press(amina, "🙂 4")
+    await expect(poll).to_contain_text(poll_text("comment"))
+    await press(amina, label("surveys.skip"))
+    await expect(poll).to_contain_text(POLL.thanks.fr.splitlines()[0])
+    # "go to the survey's close again: the digest reaches the channel, 1 answer out of 1"
+    await travel(page, "survey-close")
+    digest = bot_message(channel, plain("surveys.digest.title", survey=POLL.title.fr))
+    await expect(digest).to_contain_text(plain("surveys.digest.respondents", answers=1, invited=1))
 
 
 async def test_the_coordinator_sees_the_charts_as_pictures(page: Page) -> None:

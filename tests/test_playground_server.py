@@ -353,14 +353,19 @@ async def test_time_travel_brings_the_reminder_then_the_check_in_prompt(page: Pa
     assert after["targets"]["reminder"]["reason"] == "playground.travel.reason.over"
     assert after["targets"]["survey-close"]["reason"] == "playground.travel.reason.nobody_came"
 
-    # Amina taps "I'm here" (still open an hour after the end): the survey can be travelled to,
-    # by way of its opening (her invitation), then its close (the digest in the channel).
+    # Amina taps "I'm here" (still open an hour after the end): the survey can be travelled to.
+    # The journey halts at its opening, where Amina must act (her invitation); the next one
+    # goes on to its close (the digest in the channel).
     await press(page, "resident-1", prompt, here)
     checked_in = T.label("fr", "attendance.checked_in_toast")
     await page.next_event(lambda e: e["type"] == "toast" and e["text"] == checked_in)
-    assert "at" in (await clock(page))["targets"]["survey-close"]
+    opening = datetime.fromisoformat((await clock(page))["targets"]["survey-close"]["at"])
     assert (await page.post("api/travel", {"to": "survey-close"})).status == 200
     await page.bot_message("resident-1", having=T.label("fr", "surveys.start"))
+    halted = await clock(page)
+    closing = datetime.fromisoformat(halted["targets"]["survey-close"]["at"])
+    assert opening <= datetime.fromisoformat(halted["now"]) < closing
+    assert (await page.post("api/travel", {"to": "survey-close"})).status == 200
     await page.bot_message("channel", having="Bilan")
 
 

@@ -42,7 +42,6 @@ def planner(db: Database, clock: ManualClock) -> TravelPlanner:
         POLICY,
         telegram_ids=(AMINA, KARIMA),
         survey_delay=SURVEY_DELAY,
-        poll_open_for=POLL_OPEN_FOR,
         digest_surveys=("post_workshop",),
     )
 
@@ -179,7 +178,9 @@ async def test_the_reminder_target_is_when_the_real_planner_queues_it(db: Databa
 
 
 @pytest.mark.storage
-async def test_after_the_end_the_survey_target_opens_it_then_closes_it(db: Database) -> None:
+async def test_after_the_end_the_survey_target_halts_at_its_opening_then_closes_it(
+    db: Database,
+) -> None:
     clock = new_clock()
     workshop = await seed_workshop(db, clock)  # Friday 10:00-12:00 in Paris
     await seat(db, clock, AMINA, workshop)
@@ -194,16 +195,36 @@ async def test_after_the_end_the_survey_target_opens_it_then_closes_it(db: Datab
     await AttendanceService(db, clock).check_in_by_button(AMINA, workshop)
     target = (await planner(db, clock).plan()).targets[SURVEY_CLOSE]
     opens = ends + SURVEY_DELAY
-    assert target.stops == (opens, opens + POLL_OPEN_FOR)
+    # The journey halts where Amina must act: at the poll's opening, not past its close.
+    assert target.stops == (opens,)
 
-    # The real sweep, at the first stop, opens the survey with that very close.
+    # The real sweep, there, opens the survey: the next journey goes on to its close.
     clock.set(opens)
     surveys = survey_service(db, clock)
     assert (await surveys.sweep()).invited == 1
-    assert (await planner(db, clock).plan()).targets[SURVEY_CLOSE].stops == (target.at,)
+    target = (await planner(db, clock).plan()).targets[SURVEY_CLOSE]
+    assert target.stops == (opens + POLL_OPEN_FOR,)
     clock.set(target.at)
     assert (await surveys.sweep()).digests == 1
     assert (await planner(db, clock).plan()).targets[SURVEY_CLOSE].reason == NO_SURVEY_OPEN
+
+
+@pytest.mark.storage
+async def test_the_survey_target_halts_when_the_invitation_can_go_out(db: Database) -> None:
+    clock = new_clock()
+    workshop = await seed_workshop(db, clock, starts_in=timedelta(hours=8))  # 18:00-20:00
+    await seat(db, clock, AMINA, workshop)
+    clock.set(T0 + timedelta(hours=10))
+    await AttendanceService(db, clock).check_in_by_button(AMINA, workshop)
+    # The poll is due at 22:00, in quiet hours: Amina gets it at 08:00, and travel stops there.
+    morning = datetime(2026, 12, 2, 7, 0, tzinfo=UTC)
+    target = (await planner(db, clock).plan()).targets[SURVEY_CLOSE]
+    assert target.stops == (morning,)
+    clock.set(morning)
+    surveys = survey_service(db, clock)
+    assert (await surveys.sweep()).invited == 1
+    target = (await planner(db, clock).plan()).targets[SURVEY_CLOSE]
+    assert target.stops == (morning + POLL_OPEN_FOR,)
 
 
 @pytest.mark.storage

@@ -111,6 +111,10 @@ def workshop_in_open_survey(survey: Survey) -> None:
     survey["intro"]["en"] = "About {workshop}"
 
 
+def date_in_open_survey(survey: Survey) -> None:
+    survey["intro"]["fr"] = "L'atelier du {date}"
+
+
 def keyless(survey: Survey) -> None:
     del survey["questions"][1]["key"]
 
@@ -159,6 +163,11 @@ MISTAKES = [
         "'alone_since', field text.fr: only {workshop}",
     ),
     ("needs", workshop_in_open_survey, "needs.yaml: survey, field intro.en: only {workshop}"),
+    (
+        "needs",
+        date_in_open_survey,
+        "needs.yaml: survey, field intro.fr: only {workshop} and {date}",
+    ),
     (
         "post_workshop",
         set_in("autonomy", "compare_with", "autonomy_before.nothing"),

@@ -111,11 +111,12 @@ async def test_the_follow_up_question_comes_a_month_later(db, clock):
     surveys = survey_service(db, clock)
     ends = await workshop_end(db, workshop)
     clock.set(ends + timedelta(days=29))
-    await surveys.sweep()
-    assert await runs(db) == []  # the post-workshop window passed long ago: no late poll
+    # The post-workshop window passed long ago: its run is created closed, nobody invited.
+    assert (await surveys.sweep()).invited == 0
+    assert [run[0] for run in await runs(db)] == [POST_WORKSHOP]
     clock.set(ends + timedelta(days=30))
     assert (await surveys.sweep()).invited == 1
-    assert [run[0] for run in await runs(db)] == [FOLLOW_UP]
+    assert [run[0] for run in await runs(db)] == [POST_WORKSHOP, FOLLOW_UP]
     (invitation,) = await outbox(db, INVITATION)
     pid = invitation.payload["participation_id"]
     step = await surveys.start(1, pid)
@@ -124,7 +125,9 @@ async def test_the_follow_up_question_comes_a_month_later(db, clock):
     assert (await surveys.pick(1, pid, 0, 0)).outcome is StepOutcome.FINISHED
     clock.advance(timedelta(hours=48))
     assert (await surveys.sweep()).digests == 1
-    digest = await surveys.digest((await outbox(db, DIGEST))[0].payload["run_id"])
+    missed, follow_up = (row.payload["run_id"] for row in await outbox(db, DIGEST))
+    assert (await surveys.digest(missed)).missed
+    digest = await surveys.digest(follow_up)
     assert [(c.option.key, c.count) for c in digest.questions[0].counts] == [("yes", 1), ("no", 0)]
 
 

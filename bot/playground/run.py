@@ -166,7 +166,6 @@ async def playground(
                 services.reminders.policy,
                 telegram_ids=RESIDENT_IDS,
                 survey_delay=bot_settings.survey_delay,
-                poll_open_for=bot_settings.poll_open_for,
                 digest_surveys=services.surveys.catalog.keys_where(digest=True),
             )
             server = PlaygroundServer(

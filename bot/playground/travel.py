@@ -3,9 +3,11 @@
 The targets are read from the database for the workshop followed: the soonest one (not yet
 over) at which a playground resident holds a seat, or else the one that ended last. Its next
 reminder (as the reminder planner decides it, with the same filters), its end (stopping at its
-start on the way, so that the check-in prompt goes out) and the close of its survey (stopping
-first where the survey sweep opens it). Nothing here knows of Telegram or HTTP: the playground
-turns a plan into clock moves and job runs.
+start on the way, so that the check-in prompt goes out) and the close of its survey. A journey
+ends where a person must act: the survey's target is first the moment its invitation goes out
+(the journey halts there so that the poll can be answered), and only once the poll is open its
+close. Nothing here knows of Telegram or HTTP: the playground turns a plan into clock moves and
+job runs.
 """
 
 from __future__ import annotations
@@ -92,7 +94,6 @@ class TravelPlanner:
         *,
         telegram_ids: Sequence[int],
         survey_delay: timedelta,
-        poll_open_for: timedelta,
         digest_surveys: Sequence[str],
     ) -> None:
         self._db = db
@@ -100,7 +101,6 @@ class TravelPlanner:
         self._policy = policy
         self._telegram_ids = tuple(telegram_ids)
         self._survey_delay = survey_delay
-        self._poll_open_for = poll_open_for
         self._digest_surveys = tuple(digest_surveys)
 
     async def plan(self) -> TravelPlan:
@@ -205,8 +205,9 @@ class TravelPlanner:
         awaiting: set[int],
         attended: set[int],
     ) -> Target:
-        """The close of an open survey; else, of the one a workshop that just ended will
-        open: first where the sweep opens it, then its close (as the sweep will set it)."""
+        """The close of an open survey; else the moment the survey of a workshop that just
+        ended reaches the people who came (the sweep opens it then): the journey halts there,
+        before the close, so that they can answer (the next journey goes on to the close)."""
         if open_close is not None:
             return Target((open_close,))
         ended = sorted(
@@ -215,7 +216,7 @@ class TravelPlanner:
         if ended:
             opens = ended[0] + self._survey_delay
             period = self._policy.quiet_period(opens)  # an invitation waits for the morning
-            return Target((opens, (opens if period is None else period[1]) + self._poll_open_for))
+            return Target((opens if period is None else period[1],))
         if awaiting:
             return Target(reason=NOBODY_CAME)
         hours = str(round(self._survey_delay / timedelta(hours=1), 1)).removesuffix(".0")

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
 from bot.services.outbox import ID_BATCH, queue_once
+from bot.services.registration import _FIRST_WAITING as FIRST_WAITING
 from storage.db import Database
 from storage.models import (
     OutboxMessage,
@@ -281,6 +282,12 @@ class ReminderService:
         async with self._db.read() as session:
             row = await _live_visit(session, telegram_id, workshop_id, self._clock.now())
         return to_visit(row) if row else None
+
+    async def someone_waiting(self, workshop_id: int) -> bool:
+        """Whether a seat given up now goes to someone on the waitlist (the person that
+        promote_from_waitlist would promote): only then is a resident told so."""
+        async with self._db.read() as session:
+            return await session.scalar(FIRST_WAITING, {"workshop_id": workshop_id}) is not None
 
     async def confirm_coming(self, telegram_id: int, workshop_id: int) -> Visit | None:
         """Record that the person answered "I'm coming"; None if they hold no seat any more."""

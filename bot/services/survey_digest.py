@@ -53,6 +53,10 @@ class RunDigest:
     respondents: int  # completed answer sets
     invited: int  # participations: the attendees asked
     questions: tuple[QuestionSummary, ...]
+    closes_at: datetime | None = None
+    # The whole window passed before the poll could be sent (the bot was stopped): the run
+    # was opened closed, nobody was asked (SurveyService.invite_after_workshops).
+    missed: bool = False
 
 
 async def read_digest(
@@ -68,6 +72,8 @@ async def read_digest(
             select(
                 SurveyRun.survey_key,
                 SurveyRun.workshop_id,
+                SurveyRun.opened_at,
+                SurveyRun.closes_at,
                 Workshop.title,
                 Workshop.starts_at,
                 Theme.need_category,
@@ -155,6 +161,8 @@ async def read_digest(
         respondents=respondents or 0,
         invited=invited or 0,
         questions=tuple(summaries),
+        closes_at=head.closes_at,
+        missed=head.closes_at is not None and head.opened_at >= head.closes_at,
     )
 
 

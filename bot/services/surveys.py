@@ -115,6 +115,7 @@ class AskedQuestion:
     options: tuple[Option, ...]
     ticked: frozenset[str]  # multiple choice: what is ticked so far
     workshop_title: dict[str, str] | None
+    workshop_starts_at: datetime | None  # the {date} of the survey's texts
     first: bool  # the first question: the survey's intro goes with it
 
 
@@ -127,6 +128,7 @@ class Step:
     problem: Problem | None = None
     text_length: int | None = None  # for TOO_LONG
     workshop_title: dict[str, str] | None = None
+    workshop_starts_at: datetime | None = None
     card_queued: bool = False  # a response card went to the outbox: deliver now
 
 
@@ -135,6 +137,7 @@ class InvitationView:
     participation_id: int
     survey: SurveyDef
     workshop_title: dict[str, str] | None
+    workshop_starts_at: datetime | None
     status: str
 
 
@@ -187,6 +190,7 @@ class _Run:
     workshop_id: int | None
     closes_at: datetime | None
     workshop_title: dict[str, str] | None
+    workshop_starts_at: datetime | None
     need_category: str | None
 
 
@@ -234,8 +238,8 @@ _LOCKED_PARTICIPATION = (
     )
     .with_for_update(of=SurveyParticipation)
 )
-_WORKSHOP_TITLE_AND_CATEGORY = (
-    select(Workshop.title, Theme.need_category)
+_RUN_WORKSHOP = (
+    select(Workshop.title, Workshop.starts_at, Theme.need_category)
     .join(Theme, Theme.id == Workshop.theme_id)
     .where(Workshop.id == bindparam("workshop_id"))
 )
@@ -481,6 +485,7 @@ class SurveyService:
                         SurveyRun.survey_key,
                         SurveyRun.closes_at,
                         Workshop.title,
+                        Workshop.starts_at,
                     )
                     .join(SurveyRun, SurveyRun.id == SurveyParticipation.run_id)
                     .outerjoin(Workshop, Workshop.id == SurveyRun.workshop_id)
@@ -493,7 +498,9 @@ class SurveyService:
             return None
         if row.closes_at is not None and row.closes_at <= now:
             return None
-        return InvitationView(participation_id, self.catalog[row.survey_key], row.title, row.status)
+        return InvitationView(
+            participation_id, self.catalog[row.survey_key], row.title, row.starts_at, row.status
+        )
 
     async def response_card(self, answer_set_id: int) -> ResponseCard | None:
         """A completed answer set, question by question, for the facilitators' channel."""
@@ -672,40 +679,59 @@ class SurveyService:
             return cards
 
     async def invite_after_workshops(self, survey_key: str, delay: timedelta) -> int:
-        """Open the run of each workshop that ended `delay` ago and invite who attended.
+        """Open the run of each workshop whose poll is due and invite who attended.
 
-        Workshops whose poll would already be closed (ended longer ago than delay plus
-        POLL_OPEN_FOR) are left alone. People marked present later, while the run is open,
-        are invited by a later sweep. Returns the number of invitations queued.
+        A workshop's poll is open from `delay` after its end (or the end of quiet hours
+        then) for POLL_OPEN_FOR: the window is the workshop's, read from the database, so a
+        sweep finds it whatever its period and however long the bot was stopped. A sweep
+        that comes late opens the run for what is left of its window; after the whole
+        window, the run is created closed (`opened_at` = `closes_at`: nobody is invited to
+        a closed poll) and its digest tells the channel the poll was missed. People marked
+        present later, while the run is open, are invited by a later sweep, but only if
+        their invitation can go out (quiet hours) before the close. Returns the number of
+        invitations queued.
         """
         now = self._clock.now()
-        open_for = self._settings.poll_open_for
         send_at = self._outside_quiet_hours(now)
         attended = (
             select(Registration.id)
             .where(Registration.workshop_id == Workshop.id, Registration.attended_at.is_not(None))
             .exists()
         )
-        due_workshops = select(
-            literal(survey_key),
-            Workshop.id,
-            literal(now, UTCDateTime()),
-            literal(send_at + open_for, UTCDateTime()),
-        ).where(
-            Workshop.ends_at <= now - delay,
-            Workshop.ends_at > now - delay - open_for,
-            Workshop.status != WorkshopStatus.CANCELLED,
-            attended,
+        has_run = (
+            select(SurveyRun.id)
+            .where(SurveyRun.survey_key == survey_key, SurveyRun.workshop_id == Workshop.id)
+            .exists()
         )
         async with self._db.write() as session:
-            await session.execute(
-                self._insert(SurveyRun)
-                .from_select(["survey_key", "workshop_id", "opened_at", "closes_at"], due_workshops)
-                .on_conflict_do_nothing(
-                    index_elements=["survey_key", "workshop_id"],
-                    index_where=SurveyRun.workshop_id.is_not(None),
+            due = await session.execute(
+                select(Workshop.id, Workshop.ends_at).where(
+                    Workshop.ends_at <= now - delay,
+                    Workshop.status != WorkshopStatus.CANCELLED,
+                    attended,
+                    ~has_run,
                 )
             )
+            new_runs = []
+            for workshop_id, ends_at in due:
+                closes_at = self._poll_close(ends_at + delay)
+                new_runs.append(
+                    {
+                        "survey_key": survey_key,
+                        "workshop_id": workshop_id,
+                        "opened_at": min(send_at, closes_at),
+                        "closes_at": closes_at,
+                    }
+                )
+            if new_runs:
+                await session.execute(
+                    self._insert(SurveyRun)
+                    .values(new_runs)
+                    .on_conflict_do_nothing(
+                        index_elements=["survey_key", "workshop_id"],
+                        index_where=SurveyRun.workshop_id.is_not(None),
+                    )
+                )
             attendees = (
                 select(
                     SurveyRun.id,
@@ -717,7 +743,7 @@ class SurveyService:
                 .join(Resident, Resident.id == Registration.resident_id)
                 .where(
                     SurveyRun.survey_key == survey_key,
-                    SurveyRun.closes_at > now,
+                    SurveyRun.closes_at > send_at,
                     Registration.attended_at.is_not(None),
                     # Not people who withdrew their consent, nor erased ones (tombstones).
                     Resident.consented_at.is_not(None),
@@ -791,6 +817,10 @@ class SurveyService:
                 )
             return len(claimed)
 
+    def _poll_close(self, opens_at: datetime) -> datetime:
+        """When a poll due at `opens_at` closes: POLL_OPEN_FOR after it can first be sent."""
+        return self._outside_quiet_hours(opens_at) + self._settings.poll_open_for
+
     def _outside_quiet_hours(self, moment: datetime) -> datetime:
         """An invitation due during quiet hours waits for their end (nobody is woken up)."""
         period = self._quiet.quiet_period(moment)
@@ -806,14 +836,12 @@ class SurveyService:
         row = (await session.execute(_LOCKED_PARTICIPATION, params)).one_or_none()
         if row is None or row.survey_key not in self.catalog.surveys:
             return None
-        title = category = None
+        title = starts_at = category = None
         if row.workshop_id is not None:
             workshop = (
-                await session.execute(
-                    _WORKSHOP_TITLE_AND_CATEGORY, {"workshop_id": row.workshop_id}
-                )
+                await session.execute(_RUN_WORKSHOP, {"workshop_id": row.workshop_id})
             ).one()
-            title, category = workshop.title, workshop.need_category
+            title, starts_at, category = workshop.title, workshop.starts_at, workshop.need_category
         return _Run(
             participation=row[0],
             telegram_id=telegram_id,
@@ -822,6 +850,7 @@ class SurveyService:
             workshop_id=row.workshop_id,
             closes_at=row.closes_at,
             workshop_title=title,
+            workshop_starts_at=starts_at,
             need_category=category,
         )
 
@@ -831,6 +860,7 @@ class SurveyService:
             participation_id=run.participation.id,
             survey=run.survey,
             workshop_title=run.workshop_title,
+            workshop_starts_at=run.workshop_starts_at,
             **values,
         )
 
@@ -889,6 +919,7 @@ class SurveyService:
             options=await self._options(session, run, question),
             ticked=frozenset(await self._ticked(session, run, question)),
             workshop_title=run.workshop_title,
+            workshop_starts_at=run.workshop_starts_at,
             first=index == 0,
         )
         return self._step(outcome, run, question=asked, **extra)

@@ -8,7 +8,8 @@ Question types: `single` and `multiple` choice, a 1-5 `scale`, `yes_no`, short `
 `optional: true` adds a skip button. `jumps` send an answer to a later question (or to `end`),
 `next` replaces the default "the following question"; both only go forward, so a survey always
 ends. Every text is given in French, English and Arabic. Texts are plain (no HTML); a survey
-about a workshop may write `{workshop}`, replaced by the workshop's title.
+about a workshop may write `{workshop}`, replaced by the workshop's title, and `{date}`, its day
+in words (say when the workshop was, rather than a delay that a setting may change).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ SURVEYS_DIR = Path(__file__).parent
 END = "end"  # a jump or `next` target: the survey ends there
 OTHER = "other"  # a choice key allowed beside the national categories
 WORKSHOP_PLACEHOLDER = "{workshop}"
+DATE_PLACEHOLDER = "{date}"
 BUTTON_CHARS = 40  # a choice is a button: it must fit on a phone screen
 SCALE = tuple(range(1, 6))
 YES_NO = ("yes", "no")
@@ -273,13 +275,16 @@ def _texts(model: BaseModel, path: str = "") -> Iterator[tuple[str, str]]:
 
 
 _BRACE = re.compile(r"[{}]")
-BRACES_RULE = "only {workshop} may be written in braces, and only in a workshop survey"
+BRACES_RULE = "only {workshop} and {date} may be written in braces, and only in a workshop survey"
 
 
 def _misplaced_braces(text: str, survey: SurveyDef) -> bool:
-    if WORKSHOP_PLACEHOLDER in text and survey.scope != "workshop":
+    placeholders = (WORKSHOP_PLACEHOLDER, DATE_PLACEHOLDER)
+    if survey.scope != "workshop" and any(p in text for p in placeholders):
         return True
-    return bool(_BRACE.search(text.replace(WORKSHOP_PLACEHOLDER, "")))
+    for placeholder in placeholders:
+        text = text.replace(placeholder, "")
+    return bool(_BRACE.search(text))
 
 
 _Fail = Callable[[QuestionDef | None, str, str], SurveyDefinitionError]
