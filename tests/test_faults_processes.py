@@ -26,7 +26,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import telegram
 from sqlalchemy import func, select
+from telegram.error import Conflict
 
 from bot.clock import ManualClock
 from bot.services.broadcasts import BroadcastService
@@ -371,3 +373,32 @@ async def test_two_instances_on_one_postgresql_never_send_a_row_twice(
         assert workers == 2  # both instances really shared the work
     finally:
         await db.dispose()
+
+
+async def test_a_second_get_updates_poller_ends_the_first_with_409_as_on_telegram(emulator):
+    """Why two polling instances are not supported: Telegram ends the waiting getUpdates
+    with 409 when another one comes (python-telegram-bot's Conflict), so each poller keeps
+    cutting the other off."""
+    server, client = emulator
+    async with (
+        telegram.Bot(server.token, base_url=server.base_url) as first,
+        telegram.Bot(server.token, base_url=server.base_url) as second,
+    ):
+        before = (await client.stats())["requests"]
+        waiting = asyncio.create_task(first.get_updates(timeout=10))
+
+        async def first_one_waits() -> bool:
+            return (await client.stats())["requests"] > before
+
+        await wait_for(first_one_waits, 5, "the first long poll")
+        taking = asyncio.create_task(second.get_updates(timeout=10))
+        with pytest.raises(Conflict) as refused:
+            await asyncio.wait_for(waiting, 5)
+        assert refused.value.message == (
+            "Conflict: terminated by other getUpdates request; make sure that only one bot "
+            "instance is running"
+        )
+        await client.user(600_001, "Amina", "fr").send("/start")
+        [update] = await asyncio.wait_for(taking, 5)  # the latest poller gets the updates
+        assert update.message.text == "/start"
+    assert (await client.stats())["errors"] == {"409": 1}
