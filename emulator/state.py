@@ -54,6 +54,15 @@ def bad_request(detail: str) -> ApiError:
     return ApiError(400, f"Bad Request: {detail}")
 
 
+def poll_conflict() -> ApiError:
+    """What Telegram answers a waiting getUpdates when another one comes: only one poller."""
+    return ApiError(
+        409,
+        "Conflict: terminated by other getUpdates request; make sure that only one bot "
+        "instance is running",
+    )
+
+
 def too_many_requests(retry_after: int) -> ApiError:
     return ApiError(429, f"Too Many Requests: retry after {retry_after}", retry_after=retry_after)
 
@@ -239,6 +248,7 @@ class EmulatorState:
         self.next_update_id = 1  # like seq, survives resets: the bot's offset stays valid
         self.events_signal = Signal()
         self.updates_signal = Signal()
+        self.polls_started = 0  # getUpdates calls so far: a waiting one ends when this moves on
         # Where webhook requests really go (the reverse proxy's part), see emulator/webhook.py.
         self.webhook_via: str | None = None
         self._new_world()
@@ -386,7 +396,13 @@ class EmulatorState:
         return update_id
 
     async def get_updates(self, offset: int | None, limit: int, timeout: float) -> list[dict]:
-        """getUpdates: confirms updates below ``offset`` and long-polls for up to ``timeout``."""
+        """getUpdates: confirms updates below ``offset`` and long-polls for up to ``timeout``.
+
+        As on Telegram, a new call ends the one still waiting (409, `poll_conflict`): two
+        pollers of one bot keep cutting each other off."""
+        self.polls_started += 1
+        this_poll = self.polls_started
+        self.updates_signal.notify()  # the poll waiting until now, if any, ends
         if offset is not None and offset < 0:
             while len(self.updates) > -offset:
                 self.updates.popleft()
@@ -399,6 +415,8 @@ class EmulatorState:
             if remaining <= 0:
                 break
             await self.updates_signal.wait(remaining)
+            if self.polls_started != this_poll:
+                raise poll_conflict()
         return list(itertools.islice(self.updates, limit))
 
     async def wait_chat_event(

@@ -1,5 +1,5 @@
 """Fault tests with real processes: `capacity-bot run` killed with SIGKILL mid-send, restarted,
-and two instances sharing one PostgreSQL database.
+and two webhook instances sharing one PostgreSQL database behind a load-spreading proxy.
 
 The Bot API emulator runs in the test process; each bot is a subprocess (`python -m bot.cli
 run`, the command operators run) talking to it over HTTP. The emulator's per-chat record of
@@ -10,6 +10,9 @@ sends in flight), at most one outbox row per sender, since each sends one row at
 Rows the killed process had claimed stay claimed until their lease runs out; the processes
 run with OUTBOX_LEASE=5s (two minutes by default, 5 s at least) so that the restart picks
 them up within seconds, exactly as it would after two minutes in production.
+
+Several instances are supported behind a webhook only (README "Scaling out"): two polling
+instances conflict on Telegram (409), and the emulator refuses them the same way.
 """
 
 from __future__ import annotations
@@ -20,25 +23,29 @@ import shutil
 import signal
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import telegram
 from sqlalchemy import func, select
+from telegram.error import Conflict
 
 from bot.clock import ManualClock
 from bot.services.broadcasts import BroadcastService
 from bot.settings import ConfigurationError, load_settings
-from emulator.client import EmulatorClient
+from emulator.client import EmulatorClient, SimulatedUser
 from emulator.server import BotApiEmulator
 from storage.db import Database
-from storage.models import OutboxMessage, StaffMember
+from storage.models import OutboxMessage, OutboxStatus, Resident, StaffMember
 from tests.broadcast_helpers import register, seed_residents
 from tests.conftest import _drop_postgres_database, _migrate, _new_postgres_database
 from tests.factories import seed_workshop
 from tests.reminder_helpers import reminder_service
+from tests.round_robin_proxy import RoundRobinProxy
+from tests.test_webhook import PUBLIC_URL, SECRET, free_port
 
 pytestmark = [pytest.mark.faults, pytest.mark.storage, pytest.mark.e2e]
 
@@ -46,6 +53,11 @@ STAFF_ID = 900
 TEXT = "Fête du numérique samedi à la médiathèque"
 BROADCAST_RECIPIENTS = 2_000
 REMINDED = 300
+# The bot's whole rate in the webhook test (Telegram's 30/s, scaled up to keep the test short),
+# split between its two instances as README "Scaling out" says.
+RATE_LIMIT = 100
+INSTANCE_RATE = RATE_LIMIT // 2
+WRITERS_PER_WAVE = 10  # residents writing /start at each stage of the webhook test
 SENDS_PER_REMINDER = 2  # the reminder, then the venue
 
 
@@ -78,9 +90,19 @@ async def emulator() -> AsyncIterator[tuple[BotApiEmulator, EmulatorClient]]:
 
 
 class BotProcess:
-    """`python -m bot.cli run` against the emulator, its output in a log file."""
+    """`python -m bot.cli run` against the emulator, its output in a log file (appended to
+    across restarts). With `webhook_port`, `run --webhook` listening on that port."""
 
-    def __init__(self, server: BotApiEmulator, database_url: str, workdir: Path, name: str):
+    def __init__(
+        self,
+        server: BotApiEmulator,
+        database_url: str,
+        workdir: Path,
+        name: str,
+        *,
+        webhook_port: int | None = None,
+        **settings: str,
+    ):
         self.log_path = workdir / f"{name}.log"
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "TELEGRAM_"))},
@@ -95,17 +117,30 @@ class BotProcess:
             "QUIET_HOURS": "off",
             "LOG_LEVEL": "INFO",
             "OUTBOX_LEASE": "5s",
+            **settings,
         }
+        self.arguments = ["run"]
+        if webhook_port is not None:
+            self.arguments.append("--webhook")
+            self.env.update(
+                WEBHOOK_URL=PUBLIC_URL,
+                WEBHOOK_SECRET=SECRET,
+                WEBHOOK_LISTEN="127.0.0.1",
+                WEBHOOK_PORT=str(webhook_port),
+            )
+        self.url = f"http://127.0.0.1:{webhook_port}" if webhook_port is not None else None
         self.workdir = workdir  # no .env file there
         self.process: asyncio.subprocess.Process | None = None
+        self._log_offset = 0  # where the output of the latest start begins
 
     async def start(self) -> None:
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "bot.cli",
-            "run",
+            *self.arguments,
             cwd=self.workdir,
             env=self.env,
             stdout=log,
@@ -118,48 +153,56 @@ class BotProcess:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
 
-    async def stop(self) -> None:
-        if self.process is None or self.process.returncode is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.process.wait(), timeout=15)
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
+    async def stop(self) -> int:
+        """SIGTERM, a graceful stop (SIGKILL after 15 s); the exit status."""
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout=15)
+            except TimeoutError:
+                self.process.kill()
+        return await self.process.wait()
 
     async def wait(self) -> None:
         assert self.process is not None
         await self.process.wait()
 
     async def ready(self, timeout: float = 30) -> None:
-        """Started up (migrated, menus set, jobs and the broadcast sender running)."""
+        """Taking updates (migrated, menus set, jobs and the broadcast sender running, polling
+        started or the webhook set), since the latest start."""
 
         async def said_ready() -> bool:
-            return self.log_path.exists() and "bot ready" in self.log_path.read_text("utf-8")
+            return "taking updates" in self.output_since_start()
 
         await wait_for(said_ready, timeout, f"{self.log_path.stem} to start")
+
+    def output_since_start(self) -> str:
+        if not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_offset)
+            return log.read().decode(errors="replace")
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
 
 
 @asynccontextmanager
-async def bots(
-    server: BotApiEmulator, database_url: str, workdir: Path, count: int = 1
-) -> AsyncIterator[list[BotProcess]]:
-    processes = [BotProcess(server, database_url, workdir, f"bot{i}") for i in range(count)]
+async def running(*processes: BotProcess) -> AsyncIterator[None]:
+    """The processes started; stopped at the end, their logs printed when the test failed."""
     try:
         for process in processes:
             await process.start()
-        yield processes
+        yield
     except BaseException:
         for process in processes:
             print(f"--- {process.log_path.name} ---\n{process.log_tail()}")
         raise
     finally:
         for process in processes:
-            await process.stop()
+            if process.process is not None:
+                await process.stop()
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -239,6 +282,68 @@ async def sends_to(client: EmulatorClient, people: set[int]) -> Counter[int]:
     return Counter(chat for chat in traffic["chat_ids"] if chat in people)
 
 
+def sent_at_least(client: EmulatorClient, count: int) -> Callable[[], Awaitable[bool]]:
+    async def reached() -> bool:
+        return await sent_so_far(client) >= count
+
+    return reached
+
+
+async def workers_sending(db: Database, broadcast_id: int, since: datetime) -> set[str]:
+    """The outbox workers (one per process start) that marked rows sent since `since`."""
+    async with db.read() as session:
+        workers = await session.scalars(
+            select(OutboxMessage.claimed_by)
+            .distinct()
+            .where(
+                OutboxMessage.broadcast_id == broadcast_id,
+                OutboxMessage.status == OutboxStatus.SENT,
+                OutboxMessage.sent_at > since,
+            )
+        )
+        return {worker for worker in workers if worker is not None}
+
+
+async def the_only_worker_sending(db: Database, broadcast_id: int, since: datetime) -> str:
+    """The worker of the one process sending since `since` (it is identified by its rows)."""
+    found: set[str] = set()
+
+    async def one_sends() -> bool:
+        found.update(await workers_sending(db, broadcast_id, since))
+        return bool(found)
+
+    await wait_for(one_sends, 30, "the other instance to send")
+    [worker] = found
+    return worker
+
+
+async def held_not_sent(db: Database, broadcast_id: int, worker: str) -> set[int]:
+    """Telegram ids of the recipients whose row `worker` holds and has not marked sent."""
+    async with db.read() as session:
+        held = await session.scalars(
+            select(Resident.telegram_id)
+            .join(OutboxMessage, OutboxMessage.resident_id == Resident.id)
+            .where(
+                OutboxMessage.broadcast_id == broadcast_id,
+                OutboxMessage.status == OutboxStatus.PENDING,
+                OutboxMessage.claimed_by == worker,
+            )
+        )
+        return {telegram_id for telegram_id in held if telegram_id is not None}
+
+
+async def start_conversations(
+    client: EmulatorClient, telegram_ids: Iterator[int], count: int
+) -> list[SimulatedUser]:
+    """`count` new people send /start, each once; returned once each got an answer."""
+    people = [client.user(next(telegram_ids), "Nadia", "fr") for _ in range(count)]
+    for person in people:
+        await person.send("/start")
+    for person in people:
+        await person.wait_message(timeout=30)
+    return people
+
+
 # -- the tests -----------------------------------------------------------------------------
 
 
@@ -272,7 +377,8 @@ async def test_kill_9_during_a_broadcast_then_restart(sqlite_url, emulator, tmp_
         people = set(ids)
         broadcast_id = await seed_broadcast(db, client, ids)
 
-        async with bots(server, sqlite_url, tmp_path) as [bot]:
+        bot = BotProcess(server, sqlite_url, tmp_path, "bot")
+        async with running(bot):
 
             async def a_quarter_sent() -> bool:
                 return await sent_so_far(client) >= len(ids) // 4
@@ -309,7 +415,8 @@ async def test_kill_9_while_sending_reminders_then_restart(fresh_postgres_url, e
         await seed_due_reminders(db, client, ids)
         total = len(ids) * SENDS_PER_REMINDER
 
-        async with bots(server, fresh_postgres_url, tmp_path) as [bot]:
+        bot = BotProcess(server, fresh_postgres_url, tmp_path, "bot")
+        async with running(bot):
 
             async def a_third_sent() -> bool:
                 return await sent_so_far(client) >= total // 3
@@ -338,36 +445,105 @@ async def test_kill_9_while_sending_reminders_then_restart(fresh_postgres_url, e
         await db.dispose()
 
 
-async def test_two_instances_on_one_postgresql_never_send_a_row_twice(
+async def test_two_webhook_instances_behind_a_proxy_through_a_restart_and_a_kill(
     fresh_postgres_url, emulator, tmp_path
 ):
+    """The supported way to run two instances (README "Scaling out"): `run --webhook` twice on
+    one PostgreSQL database, behind a proxy that spreads Telegram's requests. During a
+    broadcast to 2,000 residents, one instance is restarted (SIGTERM, then started again) and
+    the other is killed (SIGKILL) half-way. Nobody is missed, the only duplicates are the
+    killed instance's sends in flight, the bot's whole rate is never exceeded in any second,
+    and the residents who write meanwhile are answered once each, by whichever instance is up.
+    """
     server, client = emulator
     db = Database(fresh_postgres_url)
+    ids = list(range(300_000, 300_000 + BROADCAST_RECIPIENTS))
+    people = set(ids)
+    writers = iter(range(500_000, 500_000 + 3 * WRITERS_PER_WAVE))
+    rates = {"RATE_LIMIT_PER_SECOND": str(INSTANCE_RATE), "BROADCAST_RATE": str(INSTANCE_RATE)}
+    a, b = (
+        BotProcess(server, fresh_postgres_url, tmp_path, name, webhook_port=free_port(), **rates)
+        for name in ("a", "b")
+    )
+    assert a.url is not None and b.url is not None
     try:
-        broadcast_ids = list(range(300_000, 300_400))
-        reminded_ids = list(range(400_000, 400_150))
+        async with RoundRobinProxy([a.url, b.url]) as proxy, running(a, b):
+            await client.set_webhook_via(proxy.url)  # Telegram reaches the proxy
+            await a.ready()
+            await b.ready()
+            seeded = datetime.now(UTC)
+            broadcast_id = await seed_broadcast(db, client, ids)
+            writing = await start_conversations(client, writers, WRITERS_PER_WAVE)
 
-        async with bots(server, fresh_postgres_url, tmp_path, count=2) as instances:
-            for instance in instances:  # both running before there is anything to send
-                await instance.ready()
-            broadcast_id = await seed_broadcast(db, client, broadcast_ids)
-            await seed_due_reminders(db, client, reminded_ids)
+            await wait_for(sent_at_least(client, len(ids) // 4), 60, "a quarter sent")
+            assert await a.stop() == 0  # SIGTERM: a graceful stop
+            a_stopped = datetime.now(UTC)
+            answered_by = proxy.answered.copy()
+            writing += await start_conversations(client, writers, WRITERS_PER_WAVE)
+            assert proxy.answered - answered_by == Counter({b.url: WRITERS_PER_WAVE})
+            b_worker = await the_only_worker_sending(db, broadcast_id, a_stopped)
+            await a.start()  # the restart
+            await a.ready()
+
+            await wait_for(sent_at_least(client, len(ids) // 2), 60, "half sent")
+            # Every resident's update is answered by now: the webhook says 200 once an update
+            # is queued, so one queued and not yet handled would die with the process.
+            b.kill()
+            await b.wait()
+            held = await held_not_sent(db, broadcast_id, b_worker)  # before its lease runs out
+            accepted = await sends_to(client, people)
+            in_flight = len(held & set(accepted))  # accepted by Telegram, not marked sent
+            assert sum(accepted.values()) < len(ids)  # really killed in the middle
+            assert 0 <= in_flight <= 1  # one broadcast sender, one row at a time
+            answered_by = proxy.answered.copy()
+            writing += await start_conversations(client, writers, WRITERS_PER_WAVE)
+            assert proxy.answered - answered_by == Counter({a.url: WRITERS_PER_WAVE})
 
             async def all_sent() -> bool:
-                done = await counts(db, broadcast_id=broadcast_id)
-                reminders = await counts(db, kind="reminder")
-                return done["sent"] == len(broadcast_ids) and reminders["sent"] == len(reminded_ids)
+                return (await counts(db, broadcast_id=broadcast_id))["sent"] == len(ids)
 
-            await wait_for(all_sent, 60, "the broadcast and the reminders")
-        received = await sends_to(client, set(broadcast_ids) | set(reminded_ids))
-        assert {received[t] for t in broadcast_ids} == {1}
-        assert {received[t] for t in reminded_ids} == {SENDS_PER_REMINDER}
-        async with db.read() as session:
-            workers = await session.scalar(
-                select(func.count(func.distinct(OutboxMessage.claimed_by))).where(
-                    OutboxMessage.broadcast_id == broadcast_id
-                )
-            )
-        assert workers == 2  # both instances really shared the work
+            await wait_for(all_sent, 60, "the rest of the broadcast")
+            workers = await workers_sending(db, broadcast_id, since=seeded)
+        received = await sends_to(client, people)
+        assert set(received) == people  # everyone got it
+        duplicates = sum(n - 1 for n in received.values())
+        assert duplicates == in_flight  # only what was in flight at the kill
+        assert len(workers) == 3  # a, b, then a again all sent part of it
+        stats = await client.stats()
+        print(f"busiest second: {stats['max_per_second']} messages (limit {RATE_LIMIT})")
+        assert stats["max_per_second"] <= RATE_LIMIT and stats["responses_429"] == 0
+        assert stats["pending_updates"] == 0
+        for person in writing:  # each /start answered once, with the welcome
+            [answer] = await person.messages()
+            assert "Bonjour" in (answer.text or "")
     finally:
         await db.dispose()
+
+
+async def test_a_second_get_updates_poller_ends_the_first_with_409_as_on_telegram(emulator):
+    """Why two polling instances are not supported: Telegram ends the waiting getUpdates
+    with 409 when another one comes (python-telegram-bot's Conflict), so each poller keeps
+    cutting the other off."""
+    server, client = emulator
+    async with (
+        telegram.Bot(server.token, base_url=server.base_url) as first,
+        telegram.Bot(server.token, base_url=server.base_url) as second,
+    ):
+        before = (await client.stats())["requests"]
+        waiting = asyncio.create_task(first.get_updates(timeout=10))
+
+        async def first_one_waits() -> bool:
+            return (await client.stats())["requests"] > before
+
+        await wait_for(first_one_waits, 5, "the first long poll")
+        taking = asyncio.create_task(second.get_updates(timeout=10))
+        with pytest.raises(Conflict) as refused:
+            await asyncio.wait_for(waiting, 5)
+        assert refused.value.message == (
+            "Conflict: terminated by other getUpdates request; make sure that only one bot "
+            "instance is running"
+        )
+        await client.user(600_001, "Amina", "fr").send("/start")
+        [update] = await asyncio.wait_for(taking, 5)  # the latest poller gets the updates
+        assert update.message.text == "/start"
+    assert (await client.stats())["errors"] == {"409": 1}
