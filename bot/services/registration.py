@@ -80,7 +80,8 @@ _CANCEL_PLACE = (
         waitlist_position=None,
     )
 )
-_FIRST_WAITING = (
+# The person a freed seat goes to: also asked by "I can't come" before promising the seat.
+FIRST_WAITING = (
     select(Registration.id, Registration.resident_id)
     .join(Resident, Resident.id == Registration.resident_id)
     .where(
@@ -375,7 +376,7 @@ async def promote_from_waitlist(
     The notice is written to the outbox in the same transaction, so it is sent even if the
     process dies right after the commit. Returns the promoted resident's id, if any.
     """
-    first = (await session.execute(_FIRST_WAITING, {"workshop_id": workshop_id})).one_or_none()
+    first = (await session.execute(FIRST_WAITING, {"workshop_id": workshop_id})).one_or_none()
     if first is None or not await take_seat(session, workshop_id):
         return None
     await session.execute(

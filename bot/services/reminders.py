@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
 from bot.services.outbox import ID_BATCH, queue_once
-from bot.services.registration import _FIRST_WAITING as FIRST_WAITING
+from bot.services.registration import FIRST_WAITING
 from storage.db import Database
 from storage.models import (
     OutboxMessage,
