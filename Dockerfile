@@ -15,7 +15,6 @@ COPY bot ./bot
 COPY handlers ./handlers
 COPY storage ./storage
 COPY locales ./locales
-COPY emulator ./emulator
 RUN pip install . && mkdir -p /app/data && chown capacity:capacity /app/data
 
 USER capacity

@@ -26,13 +26,13 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # What running the bot needs (`make run`, demo, playground, migrate, benchmarks).
-$(INSTALLED_RUN): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+$(INSTALLED_RUN): pyproject.toml tools/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e . -e ./tools
 	@touch $(INSTALLED_RUN)
 
 # The test extra on top (`make test`, test-sqlite, lint); after it `make run` installs nothing.
-$(INSTALLED_TEST): pyproject.toml $(INSTALLED_RUN)
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+$(INSTALLED_TEST): pyproject.toml tools/pyproject.toml $(INSTALLED_RUN)
+	$(BIN)/python -m pip install --quiet -e ".[test]" -e ./tools
 	@touch $(INSTALLED_TEST)
 
 # The real bot when BOT_TOKEN is set (environment or .env), the offline demo otherwise.

@@ -4,7 +4,7 @@ A benchmark module exposes ``main(quick: bool) -> int`` (0 on success) and is ru
 ``python -m bench.<module> [--quick]`` or by ``python -m bench`` with all the others.
 
 Processes: the Bot API emulator runs as its own process (``python -m emulator``), the bot as
-another (``python -m bot.cli run``, the command operators run), the load generator in the
+another (``python -m bot.runtime.cli run``, the command operators run), the load generator in the
 benchmark's process, so that each process's CPU is its own.
 """
 
@@ -297,10 +297,10 @@ def bot_env(
 
 
 class BotProcess(Process):
-    """``python -m bot.cli run`` against the emulator; ready when it logs "bot ready"."""
+    """``python -m bot.runtime.cli run`` against the emulator; ready when it logs "bot ready"."""
 
     def __init__(self, workdir: Path, env: dict[str, str], name: str = "bot") -> None:
-        super().__init__(name, [sys.executable, "-m", "bot.cli", "run"], env, workdir)
+        super().__init__(name, [sys.executable, "-m", "bot.runtime.cli", "run"], env, workdir)
 
     async def started(self, timeout: float = 60) -> BotProcess:
         self.start()

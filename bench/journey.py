@@ -6,7 +6,7 @@ the list; five taps a loop, each a round trip (the tap's update, then the bot's 
 message). Closed loop: each resident taps again as soon as the bot has answered.
 
 Three processes: the emulator (`python -m emulator`, no rate limit), the bot (`python -m
-bot.cli run`, RATE_LIMIT_PER_SECOND=0, flood limits lifted: a script taps faster than any
+bot.runtime.cli run`, RATE_LIMIT_PER_SECOND=0, flood limits lifted: a script taps faster than any
 person) and the load generator (this process). The baseline is bench/echo_bot.py, a bare
 python-telegram-bot bot answering each tap with answerCallbackQuery and an edit, as
 capacity-bot does, on the same emulator, with the same load.
@@ -620,7 +620,7 @@ async def amain(quick: bool, profile: Path | None = None) -> int:
     info = machine()
     print(f"Machine: {machine_line(info)}")
     print(
-        "Processes: emulator (python -m emulator, no limits), bot (python -m bot.cli run or "
+        "Processes: emulator (python -m emulator, no limits), bot (python -m bot.runtime.cli run or "
         "python -m bench.echo_bot), load generator (this process); "
         f"{mode.runs} run(s), {mode.seconds:.0f} s per load after {mode.warmup:.1f} s warm-up",
         flush=True,

@@ -3,7 +3,7 @@
 Three processes: the Bot API emulator (``python -m emulator``) enforcing Telegram's limits
 (429 beyond 30 messages in any one second overall, beyond one per second in a chat with
 bursts of 3 tolerated: 3 in any 3 s, as Telegram tolerates short bursts), the bot
-(``python -m bot.cli run`` on an SQLite file, RATE_LIMIT_PER_SECOND=30, BROADCAST_RATE left
+(``python -m bot.runtime.cli run`` on an SQLite file, RATE_LIMIT_PER_SECOND=30, BROADCAST_RATE left
 at its default, the whole budget), and the load generator (this process: the residents'
 taps through the emulator's side API, over HTTP).
 
@@ -146,7 +146,7 @@ async def confirm_broadcast(url: str) -> int:
     """The mediator's broadcast to the English speakers, confirmed (INSERT ... SELECT fan-out
     into the outbox, as /broadcast does); the bot's sender picks it up within 2 s."""
     from bot.clock import SystemClock
-    from bot.services.broadcasts import BroadcastService
+    from bot.services.broadcasts.drafts import BroadcastService
     from storage.db import Database
 
     db = Database(url)
@@ -426,7 +426,7 @@ def report(mode: Mode, results: dict[str, Any]) -> dict[str, Any]:
     print(
         f"Processes: emulator (python -m emulator, {LIMIT}/s overall, {PER_CHAT}/s per chat, "
         f"bursts of {PER_CHAT_BURST}), "
-        "bot (python -m bot.cli run, SQLite), load generator (this process)."
+        "bot (python -m bot.runtime.cli run, SQLite), load generator (this process)."
     )
     print(
         f"Mixed: {mode.interactive} residents in the sign-up journey (answer read to its end, "

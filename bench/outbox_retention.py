@@ -38,8 +38,8 @@ from bench.common import (
     write_results,
 )
 from bot.clock import ManualClock
+from bot.services.privacy.retention import OUTBOX_BATCH, OUTBOX_KEPT_FOR, RetentionService
 from bot.services.registration import RegistrationService
-from bot.services.retention import OUTBOX_BATCH, OUTBOX_KEPT_FOR, RetentionService
 from storage.db import Database
 from storage.models import Broadcast, OutboxMessage, Resident
 

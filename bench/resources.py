@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.resources [--quick]
 
 Three processes: this one (seeds the database, drives, samples /proc), the Bot API emulator
-(`python -m emulator`, its own process) and the bot (`python -m bot.cli run`, the command
+(`python -m emulator`, its own process) and the bot (`python -m bot.runtime.cli run`, the command
 operators run, with BOT_TOKEN and TELEGRAM_BASE_URL pointing at the emulator). The database
 (SQLite, the default, and PostgreSQL) holds 10,000 consenting residents known to the emulator.
 
@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from emulator.client import EmulatorClient
 from sqlalchemy import func, insert, select
 
 from bench.common import (
@@ -44,8 +45,7 @@ from bench.common import (
     rss_mb,
 )
 from bot.clock import ManualClock
-from bot.services.broadcasts import BroadcastService
-from emulator.client import EmulatorClient
+from bot.services.broadcasts.drafts import BroadcastService
 from storage.db import Database
 from storage.migrate import upgrade_to_head
 from storage.models import OutboxMessage, Resident, StaffMember
@@ -258,7 +258,7 @@ async def _run(quick: bool) -> dict[str, Any]:
     description = machine()
     print(f"machine: {machine_line(description)}")
     print(
-        "processes: this one (driver), `python -m emulator`, `python -m bot.cli run`;"
+        "processes: this one (driver), `python -m emulator`, `python -m bot.runtime.cli run`;"
         f" broadcast at {BROADCAST_RATE}/s against the emulator"
     )
     result: dict[str, Any] = {"machine": description, "quick": quick}

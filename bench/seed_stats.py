@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, insert, select, text
 
-from bot.taxonomy import NEED_CATEGORIES
+from bot.services.taxonomy import NEED_CATEGORIES
 from storage.db import Database
 from storage.migrate import upgrade_to_head
 from storage.models import (

@@ -15,7 +15,7 @@ through their services, as handlers/stats.py calls them). For each backend:
   event listener on the engine's before_cursor_execute) and each statement EXPLAINed
   (SQLite: EXPLAIN QUERY PLAN; PostgreSQL: EXPLAIN (FORMAT JSON)): a full scan of a big table
   (registrations, residents, survey answers and sets) is reported;
-- the data of the charts (the timeline query) and the rendering of the four charts (bot/charts.py,
+- the data of the charts (the timeline query) and the rendering of the four charts (bot/services/stats/charts.py,
   matplotlib), timed apart from the views;
 - /export (ExportService) streamed to its files at two sizes: time, and peak Python memory
   (tracemalloc, a separate run, since tracing slows everything down).
@@ -47,8 +47,8 @@ from bench.common import (
 )
 from bench.seed_stats import SeedSizes, seed_stats
 from bot.clock import ManualClock
-from bot.services.exports import ExportService
-from bot.services.stats import StatsScope, StatsService, parse_period
+from bot.services.stats.exports import ExportService
+from bot.services.stats.figures import StatsScope, StatsService, parse_period
 from storage.db import Database
 from storage.migrate import upgrade_to_head
 from storage.models import Registration, Resident, SurveyAnswer, Workshop
@@ -239,7 +239,9 @@ async def measure_views(
 def _chart_rendering(runs: int) -> dict[str, Any]:
     """The four charts of /stats with data of the data set's shape (matplotlib, Agg)."""
     started = time.perf_counter()
-    from bot import charts  # imports matplotlib: the first import is measured on its own
+    from bot.services.stats.figures import (
+        charts,  # imports matplotlib: the first import is measured on its own
+    )
 
     import_ms = (time.perf_counter() - started) * 1000
     names = [f"Atelier {i}" for i in range(25)]

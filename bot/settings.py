@@ -164,7 +164,7 @@ class Settings(BaseSettings):
     default_language: Literal["fr", "en", "ar"] = "fr"
     timezone: str = "Europe/Paris"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # The one budget of outgoing messages (bot/send_budget.py): at most this many in any
+    # The one budget of outgoing messages (bot/plumbing/send_budget.py): at most this many in any
     # second, replies first, broadcasts in what they leave. 0 = replies are not throttled
     # (broadcasts still keep BROADCAST_RATE). (Above 30 only against a Bot API on this
     # machine: the emulator, for tests and benchmarks.)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from telegram import BotCommand
 
-from bot.context import BotApplication
-from bot.i18n import Translator
+from bot.plumbing.context import BotApplication
+from bot.text.i18n import Translator
 from handlers import channel as _channel_renderers  # noqa: F401  (registers its renderer)
 from handlers.attendance import attendance_handlers
 from handlers.broadcasts import CAPTURE_GROUP as BROADCAST_CAPTURE_GROUP

@@ -12,9 +12,9 @@ from datetime import datetime
 from telegram import Update
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, JobQueue, filters
 
-from bot.callbacks import define_actions
-from bot.context import BotContext
-from bot.delivery import Outgoing, kick_delivery
+from bot.plumbing.callbacks import define_actions
+from bot.plumbing.context import BotContext
+from bot.plumbing.delivery import Outgoing, kick_delivery
 from bot.services.attendance import (
     CHECKIN_PROMPT,
     CheckInOutcome,
@@ -23,7 +23,7 @@ from bot.services.attendance import (
     RollWorkshop,
 )
 from bot.services.outbox import ClaimedMessage
-from bot.user_text import isolated
+from bot.text.user_text import isolated
 from handlers import views
 from handlers.common import Reply, pressed_button
 from handlers.notices import renders

@@ -1,6 +1,6 @@
 """/broadcast: compose an announcement, choose its audience, preview, confirm, follow it live.
 
-Composition is kept in the database (bot/services/broadcasts.py), so a restart in the middle
+Composition is kept in the database (bot/services/broadcasts/drafts.py), so a restart in the middle
 loses nothing. Typed text and photos are captured in group CAPTURE_GROUP only while the
 person is composing. Every staff call, buttons included, checks the role again.
 
@@ -26,12 +26,11 @@ from telegram.ext import (
     filters,
 )
 
-from bot.broadcast_sender import kick_broadcasts
-from bot.callbacks import Callback, define_actions
-from bot.context import BotContext
-from bot.delivery import Outgoing
-from bot.i18n import LANGUAGE_NAMES, Html
-from bot.services.broadcasts import (
+from bot.plumbing.broadcast_sending import kick_broadcasts
+from bot.plumbing.callbacks import Callback, define_actions
+from bot.plumbing.context import BotContext
+from bot.plumbing.delivery import Outgoing
+from bot.services.broadcasts.drafts import (
     BLOCKED,
     NEEDS_SURVEY,
     NOT_PREPARED,
@@ -45,6 +44,7 @@ from bot.services.broadcasts import (
     TakeOutcome,
 )
 from bot.services.outbox import ClaimedMessage
+from bot.text.i18n import LANGUAGE_NAMES, Html
 from handlers import views
 from handlers.common import Reply, pressed_button
 from handlers.notices import renders

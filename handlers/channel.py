@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from telegram.constants import ParseMode
 
-from bot.context import BotContext
-from bot.delivery import Outgoing
-from bot.i18n import Html
+from bot.plumbing.context import BotContext
+from bot.plumbing.delivery import Outgoing
 from bot.services.channel import NOTICE_KIND, NoticeEvent, NoticeFacts
 from bot.services.outbox import ClaimedMessage
-from bot.user_text import isolated
+from bot.text.i18n import Html
+from bot.text.user_text import isolated
 from handlers.common import Reply
 from handlers.notices import renders
 

@@ -8,8 +8,8 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, TelegramError
 
-from bot.callbacks import Callback
-from bot.context import BotContext
+from bot.plumbing.callbacks import Callback
+from bot.plumbing.context import BotContext
 from bot.services.residents import ResidentProfile
 
 log = logging.getLogger(__name__)

@@ -12,16 +12,16 @@ import logging
 from telegram import Update
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, filters
 
-from bot.callbacks import Callback, define_actions
-from bot.context import BotContext
-from bot.delivery import kick_delivery
+from bot.plumbing.callbacks import Callback, define_actions
+from bot.plumbing.context import BotContext
+from bot.plumbing.delivery import kick_delivery
 from bot.services.enrolment import (
     ClaimOutcome,
     EnrolOutcome,
     normalise_name,
     normalise_phone,
 )
-from bot.user_text import isolated
+from bot.text.user_text import isolated
 from handlers import views
 from handlers.common import Reply, pressed_button
 

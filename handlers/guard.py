@@ -7,13 +7,13 @@ processing of an update (ApplicationHandlerStop) when:
   is not staff adds the bot to one, the bot leaves it (added by staff, it stays and still
   ignores everything there);
 - the update has no chat (inline queries, polls...): the bot offers none of these;
-- the person is over their flood budget (bot/flood.py): the update is dropped before any
+- the person is over their flood budget (bot/plumbing/flood.py): the update is dropped before any
   database work, a pressed button is answered so it stops spinning, and the person is told to
   slow down at most once per FLOOD_NOTICE_INTERVAL_S, in their language;
 - the message is an edit: an edited /command or typed answer is never acted on a second time
   (PTB's CommandHandler handles edits by default); in a private chat the person gets a hint.
 
-The flood verdict is taken on arrival by PerPersonUpdateProcessor (bot/ordering.py), so a
+The flood verdict is taken on arrival by PerPersonUpdateProcessor (bot/plumbing/ordering.py), so a
 flood is dropped without waiting in the person's queue; see `install_guard`.
 """
 
@@ -27,9 +27,9 @@ from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import ApplicationHandlerStop, TypeHandler
 
-from bot.context import SERVICES_KEY, BotApplication, BotContext, Services
-from bot.flood import FloodControl
-from bot.ordering import PerPersonUpdateProcessor
+from bot.plumbing.context import SERVICES_KEY, BotApplication, BotContext, Services
+from bot.plumbing.flood import FloodControl
+from bot.plumbing.ordering import PerPersonUpdateProcessor
 from bot.settings import STAFF_ROLES
 from handlers.common import Reply, answer_button
 

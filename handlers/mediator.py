@@ -23,10 +23,9 @@ from telegram.ext import (
     filters,
 )
 
-from bot.callbacks import define_actions
-from bot.context import BotContext
-from bot.delivery import Outgoing, kick_delivery
-from bot.i18n import LANGUAGE_NAMES
+from bot.plumbing.callbacks import define_actions
+from bot.plumbing.context import BotContext
+from bot.plumbing.delivery import Outgoing, kick_delivery
 from bot.services.mediator_relay import (
     REPLY_KIND,
     AskOutcome,
@@ -35,6 +34,7 @@ from bot.services.mediator_relay import (
     TakeOutcome,
 )
 from bot.services.outbox import ClaimedMessage
+from bot.text.i18n import LANGUAGE_NAMES
 from handlers import views
 from handlers.channel import person_name
 from handlers.common import Reply, pressed_button

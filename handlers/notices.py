@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from bot.context import BotContext
-from bot.delivery import Outgoing
+from bot.plumbing.context import BotContext
+from bot.plumbing.delivery import Outgoing
 from bot.services.outbox import FAILURE_REPORT, ClaimedMessage
 from bot.services.registration import PROMOTION_NOTICE
 from handlers import views

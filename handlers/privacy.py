@@ -25,12 +25,12 @@ from telegram.ext import (
     filters,
 )
 
-from bot.callbacks import define_actions
-from bot.context import BotContext
-from bot.delivery import Outgoing, kick_delivery
-from bot.i18n import Html
+from bot.plumbing.callbacks import define_actions
+from bot.plumbing.context import BotContext
+from bot.plumbing.delivery import Outgoing, kick_delivery
 from bot.services.outbox import ClaimedMessage
-from bot.services.retention import RETENTION_NOTICE, RETENTION_REPORT
+from bot.services.privacy.retention import RETENTION_NOTICE, RETENTION_REPORT
+from bot.text.i18n import Html
 from handlers import views
 from handlers.common import Reply, pressed_button
 from handlers.notices import renders

@@ -15,14 +15,14 @@ from telegram import InputFile, Update
 from telegram.constants import ParseMode
 from telegram.ext import BaseHandler, CallbackQueryHandler, JobQueue
 
-from bot.calendar import CalendarEvent, build_ics, workshop_uid
-from bot.callbacks import define_actions
-from bot.context import BotContext
-from bot.delivery import Outgoing, kick_delivery
-from bot.i18n import Html
+from bot.plumbing.callbacks import define_actions
+from bot.plumbing.context import BotContext
+from bot.plumbing.delivery import Outgoing, kick_delivery
+from bot.services.calendar import CalendarEvent, build_ics, workshop_uid
 from bot.services.outbox import ClaimedMessage
 from bot.services.registration import CancelOutcome
 from bot.services.reminders import REMINDER, Visit
+from bot.text.i18n import Html
 from handlers import views
 from handlers.common import Reply, pressed_button
 from handlers.notices import renders

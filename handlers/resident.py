@@ -13,9 +13,9 @@ from telegram.ext import (
     filters,
 )
 
-from bot.callbacks import Callback
-from bot.context import BotContext
-from bot.delivery import kick_delivery
+from bot.plumbing.callbacks import Callback
+from bot.plumbing.context import BotContext
+from bot.plumbing.delivery import kick_delivery
 from bot.services.registration import CancelOutcome, RegisterOutcome
 from handlers import views
 from handlers.common import Reply, pressed_button

@@ -20,9 +20,9 @@ from telegram.error import TelegramError
 from telegram.ext import BaseHandler, JobQueue, TypeHandler
 
 import handlers  # RESIDENT_COMMANDS and STAFF_COMMANDS, read at call time (import cycle)
-from bot.context import BotContext, Services
-from bot.i18n import Translator
+from bot.plumbing.context import BotContext, Services
 from bot.services.staff import COORDINATOR, StaffMenu
+from bot.text.i18n import Translator
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,13 @@ from telegram import Update
 from telegram.error import BadRequest, Forbidden
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, filters
 
-from bot.callbacks import define_actions
-from bot.context import BotContext
-from bot.delivery import Outgoing, kick_delivery
-from bot.i18n import Html
+from bot.plumbing.callbacks import define_actions
+from bot.plumbing.context import BotContext
+from bot.plumbing.delivery import Outgoing, kick_delivery
 from bot.services.outbox import ClaimedMessage
 from bot.services.staff import COORDINATOR, ROLE_NOTICE, RoleOutcome
-from bot.user_text import quoted
+from bot.text.i18n import Html
+from bot.text.user_text import quoted
 from handlers.common import Reply
 from handlers.notices import renders
 from handlers.staff_menus import refresh_staff_menu

@@ -17,10 +17,9 @@ from babel.numbers import format_decimal, format_percent
 from telegram import InputFile, Update
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, filters
 
-from bot.callbacks import define_actions
-from bot.context import BotContext
-from bot.i18n import Html
-from bot.services.stats import (
+from bot.plumbing.callbacks import define_actions
+from bot.plumbing.context import BotContext
+from bot.services.stats.figures import (
     AutonomyByTheme,
     GroupFigures,
     NeedsRanking,
@@ -31,9 +30,10 @@ from bot.services.stats import (
     looks_like_period,
     parse_period,
 )
-from bot.surveys import QuestionDef
-from bot.taxonomy import NEED_CATEGORIES
-from bot.user_text import quoted
+from bot.services.surveys.definitions import QuestionDef
+from bot.services.taxonomy import NEED_CATEGORIES
+from bot.text.i18n import Html
+from bot.text.user_text import quoted
 from handlers.common import Reply
 from handlers.views import Keyboard
 
@@ -441,7 +441,7 @@ async def send_charts(r: Reply, scope: StatsScope, viewer: Viewer) -> None:
     # matplotlib (with numpy) is imported on the first request for charts, in a worker thread,
     # not at start-up: it took 0.65 s of the bot's start and about 40 MB of its memory, for
     # a picture a coordinator asks for now and then (issue 6, bench/resources.py).
-    charts = await asyncio.to_thread(importlib.import_module, "bot.charts")
+    charts = await asyncio.to_thread(importlib.import_module, "bot.services.stats.charts")
     stats = r.context.services.stats
     f = Formatter(r)
     hidden = f"< {f.min}"

@@ -26,13 +26,20 @@ from telegram.ext import (
     filters,
 )
 
-from bot.callbacks import Callback, define_actions
-from bot.context import BotContext
-from bot.delivery import Outgoing, kick_delivery
-from bot.i18n import Html
+from bot.plumbing.callbacks import Callback, define_actions
+from bot.plumbing.context import BotContext
+from bot.plumbing.delivery import Outgoing, kick_delivery
 from bot.services.outbox import ClaimedMessage
-from bot.services.survey_digest import QuestionSummary, RunDigest
-from bot.services.surveys import (
+from bot.services.surveys.definitions import (
+    DATE_PLACEHOLDER,
+    WORKSHOP_PLACEHOLDER,
+    Option,
+    QuestionDef,
+    QuestionType,
+    SurveyDef,
+)
+from bot.services.surveys.digest import QuestionSummary, RunDigest
+from bot.services.surveys.engine import (
     DIGEST,
     INVITATION,
     NEEDS,
@@ -44,16 +51,9 @@ from bot.services.surveys import (
     StepOutcome,
 )
 from bot.settings import SURVEY_SWEEP_PERIOD
-from bot.surveys import (
-    DATE_PLACEHOLDER,
-    WORKSHOP_PLACEHOLDER,
-    Option,
-    QuestionDef,
-    QuestionType,
-    SurveyDef,
-)
-from bot.text_split import split_for_telegram
-from bot.user_text import isolated
+from bot.text.i18n import Html
+from bot.text.split import split_for_telegram
+from bot.text.user_text import isolated
 from handlers import views
 from handlers.common import Reply
 from handlers.notices import renders

@@ -6,10 +6,10 @@ from html import escape
 
 from telegram import InlineKeyboardButton
 
-from bot.i18n import LANGUAGE_NAMES, Html
 from bot.services.registration import MyPlace
-from bot.services.workshop_admin import ManagedWorkshop
-from bot.services.workshops import Choice, WorkshopCard, WorkshopPage, WorkshopSummary
+from bot.services.workshops.admin import ManagedWorkshop
+from bot.services.workshops.listing import Choice, WorkshopCard, WorkshopPage, WorkshopSummary
+from bot.text.i18n import LANGUAGE_NAMES, Html
 from handlers.common import Reply
 
 Keyboard = list[list[InlineKeyboardButton]]

@@ -22,11 +22,11 @@ from telegram.ext import (
     filters,
 )
 
-from bot.callbacks import Callback, define_actions
-from bot.context import BotContext
-from bot.delivery import Outgoing, kick_delivery
+from bot.plumbing.callbacks import Callback, define_actions
+from bot.plumbing.context import BotContext
+from bot.plumbing.delivery import Outgoing, kick_delivery
 from bot.services.outbox import ClaimedMessage
-from bot.services.workshop_admin import (
+from bot.services.workshops.admin import (
     CHANGE_NOTICE,
     MAX_CAPACITY,
     Change,

@@ -224,7 +224,7 @@ class Resident(Base):
     # The retention clock (RGPD): the last interaction, written at most about once an hour.
     last_seen_at: Mapped[datetime | None]
     # When the person was told they will be erased in a week unless they come back; cleared
-    # by any interaction (bot/services/retention.py).
+    # by any interaction (bot/services/privacy/retention.py).
     retention_notice_at: Mapped[datetime | None] = mapped_column(index=True)
     # Set when the person was erased (/forget or retention): the row is then an anonymous
     # tombstone that keeps past registrations and attendance countable, nothing personal.
@@ -407,7 +407,7 @@ class SurveyParticipation(Base):
 
     For an anonymous survey this is the only link to the person: the answers wait in the
     person's buffer (a ConversationState row), then move, with other people's, to answer sets
-    without a resident (bot/services/surveys.py); answer_set_id stays empty.
+    without a resident (bot/services/surveys/engine.py); answer_set_id stays empty.
     """
 
     __tablename__ = "survey_participations"

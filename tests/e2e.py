@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from bot.app import build_application
-from bot.clock import ManualClock
-from bot.context import BotApplication, Services
-from bot.runner import running
-from bot.settings import Settings, load_settings
 from emulator.client import EmulatorClient
 from emulator.server import BotApiEmulator
+
+from bot.clock import ManualClock
+from bot.plumbing.context import BotApplication, Services
+from bot.runtime.app import build_application
+from bot.runtime.runner import running
+from bot.settings import Settings, load_settings
 
 
 def settings_for(emulator: BotApiEmulator, database_url: str, **overrides: object) -> Settings:

@@ -93,7 +93,7 @@ async def playground_running(database: Path) -> AsyncIterator[Playground]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bot.cli",
+        "bot.runtime.cli",
         "playground",
         "--port",
         "0",

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from playwright.async_api import Locator, Page, expect
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-from bot.i18n import LANGUAGE_NAMES, Translator
+from bot.text.i18n import LANGUAGE_NAMES, Translator
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser

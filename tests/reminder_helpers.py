@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from bot.clock import ManualClock
-from bot.context import BotApplication
+from bot.plumbing.context import BotApplication
 from bot.services.registration import RegistrationService
 from bot.services.reminders import ReminderPolicy, ReminderService
 from bot.services.residents import ResidentService

@@ -9,9 +9,9 @@ from sqlalchemy import select
 
 from bot.clock import ManualClock
 from bot.services.residents import ResidentService
-from bot.services.surveys import SurveyService
+from bot.services.surveys.definitions import load_surveys
+from bot.services.surveys.engine import SurveyService
 from bot.settings import Settings, load_settings
-from bot.surveys import load_surveys
 from storage.db import Database
 from storage.models import (
     AttendanceSource,

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
+from emulator.client import ChatMessage, EmulatorClient, SimulatedUser
+from emulator.server import BotApiEmulator
 from sqlalchemy import select
 
 from bot.clock import ManualClock
-from bot.context import BotApplication, Services
-from bot.user_text import isolated
-from emulator.client import ChatMessage, EmulatorClient, SimulatedUser
-from emulator.server import BotApiEmulator
+from bot.plumbing.context import BotApplication, Services
+from bot.text.user_text import isolated
 from handlers.attendance import PROMPT_JOB
 from storage.db import Database
 from storage.models import Registration, Resident, Workshop

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.backup import BackupError, backup, default_name
+from bot.runtime.backup import BackupError, backup, default_name
 from tests.test_cli import _cli
 
 NOW = datetime(2026, 3, 14, 9, 26, 53, tzinfo=UTC)
@@ -154,7 +154,7 @@ def test_the_readme_s_cron_line_makes_a_new_dated_backup_each_night(tmp_path: Pa
     (bot_folder / ".env").write_text(f"DATABASE_URL=sqlite:///{database}\n")
     command = (
         command.replace("/srv/capacity-bot", str(bot_folder))
-        .replace(".venv/bin/capacity-bot", f"{sys.executable} -m bot.cli")
+        .replace(".venv/bin/capacity-bot", f"{sys.executable} -m bot.runtime.cli")
         .replace("/srv/backups/", f"{backups}/")
     )
     # Cron's environment holds none of the bot's settings: they come from its .env.

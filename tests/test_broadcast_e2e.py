@@ -15,22 +15,22 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from emulator.client import EmulatorClient, SimulatedUser
+from emulator.server import BotApiEmulator
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from telegram import Update
 
-from bot.broadcast_sender import (
+from bot.plumbing.broadcast_sending import (
     BATCH,
     SENDER_KEY,
     BroadcastSender,
     start_broadcast_sender,
     stop_broadcast_sender,
 )
-from bot.context import BotApplication
-from bot.services.broadcasts import BroadcastService
+from bot.plumbing.context import BotApplication
+from bot.services.broadcasts.drafts import BroadcastService
 from bot.services.outbox import LEASE, MAX_ATTEMPTS, Outbox
-from emulator.client import EmulatorClient, SimulatedUser
-from emulator.server import BotApiEmulator
 from handlers.broadcasts import render_broadcast, show_progress
 from storage.db import Database
 from storage.models import Broadcast, OutboxMessage, Resident, Territory

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.i18n import Translator
+from bot.text.i18n import Translator
 
 LANGUAGES = ("fr", "en", "ar")
 SOURCE = (Path(__file__).parent.parent / "handlers" / "broadcasts.py").read_text()

@@ -8,8 +8,14 @@ from itertools import pairwise
 import pytest
 from sqlalchemy import select
 
-from bot.broadcast_sender import Pace
-from bot.services.broadcasts import CAPTION_LIMIT, TEXT_LIMIT, BroadcastService, Step, TakeOutcome
+from bot.plumbing.broadcast_sending import Pace
+from bot.services.broadcasts.drafts import (
+    CAPTION_LIMIT,
+    TEXT_LIMIT,
+    BroadcastService,
+    Step,
+    TakeOutcome,
+)
 from bot.services.outbox import LEASE, Outbox
 from storage.db import Database
 from storage.models import Broadcast, OutboxMessage, Resident

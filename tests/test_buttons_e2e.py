@@ -15,14 +15,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
+from emulator.client import ChatMessage, EmulatorClient, SimulatedUser
+from emulator.server import BotApiEmulator
 from sqlalchemy import select
 
 from bot.clock import ManualClock
-from bot.context import BotApplication
-from bot.runner import start_polling
+from bot.plumbing.context import BotApplication
+from bot.runtime.runner import start_polling
 from bot.services.residents import ResidentService
-from emulator.client import ChatMessage, EmulatorClient, SimulatedUser
-from emulator.server import BotApiEmulator
 from storage.db import Database
 from storage.models import Registration, Resident
 from tests.e2e import bot_running, settings_for
@@ -44,13 +44,13 @@ class World:
 
 @pytest.fixture
 async def world(db: Database, database_url: str, caplog) -> AsyncIterator[World]:
-    caplog.set_level(logging.ERROR, logger="bot.errors")
+    caplog.set_level(logging.ERROR, logger="handlers.errors")
     clock = new_clock()
     async with BotApiEmulator() as emulator, EmulatorClient(emulator.side_url) as client:
         async with bot_running(settings_for(emulator, database_url), clock) as application:
             yield World(application, client, db, clock)
     # Nothing here is a bug: the error handler was never reached.
-    assert [r.getMessage() for r in caplog.records if r.name == "bot.errors"] == []
+    assert [r.getMessage() for r in caplog.records if r.name == "handlers.errors"] == []
 
 
 async def consented_menu(world: World, user_id: int) -> tuple[SimulatedUser, ChatMessage]:

@@ -8,7 +8,14 @@ from zoneinfo import ZoneInfo
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.calendar import CalendarEvent, build_ics, escape_text, fold, vtimezone, workshop_uid
+from bot.services.calendar import (
+    CalendarEvent,
+    build_ics,
+    escape_text,
+    fold,
+    vtimezone,
+    workshop_uid,
+)
 
 PARIS = ZoneInfo("Europe/Paris")
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.callbacks import ACTIONS, MAX_BYTES, CallbackCodec
+from bot.plumbing.callbacks import ACTIONS, MAX_BYTES, CallbackCodec
 
 codec = CallbackCodec(b"secret-of-this-bot")
 _SAMPLE_ARGS = {"id": 2**31 - 1, "flag": 1, "lang": "ar"}

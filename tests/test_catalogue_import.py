@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import inspect, select, update
 
 from bot.clock import ManualClock
-from bot.services.catalogue_import import (
+from bot.services.taxonomy import NEED_CATEGORIES
+from bot.services.workshops.importer import (
     SAMPLE_CATALOGUE,
     CatalogueError,
     CatalogueFile,
@@ -21,7 +22,6 @@ from bot.services.catalogue_import import (
     load_catalogue,
 )
 from bot.settings import SUPPORTED_LANGUAGES
-from bot.taxonomy import NEED_CATEGORIES
 from storage.db import Database
 from storage.models import Territory, Theme, Venue, Workshop
 

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from bot.clock import ManualClock
-from bot.services.catalogue_import import CatalogueError, import_catalogue
-from bot.services.workshop_admin import CHANGE_NOTICE, WorkshopAdmin, time_stamp
+from bot.services.workshops.admin import CHANGE_NOTICE, WorkshopAdmin, time_stamp
+from bot.services.workshops.importer import CatalogueError, import_catalogue
 from storage.db import Database
 from storage.models import OutboxMessage, Venue
 from tests.e2e import bot_running

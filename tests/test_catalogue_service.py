@@ -8,7 +8,7 @@ import pytest
 
 from bot.services.registration import RegistrationService
 from bot.services.residents import ResidentService
-from bot.services.workshops import PAGE_SIZE, WorkshopCatalogue
+from bot.services.workshops.listing import PAGE_SIZE, WorkshopCatalogue
 from storage.db import Database
 from tests.factories import new_clock, seed_place, seed_workshop
 

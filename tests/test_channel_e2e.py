@@ -6,15 +6,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from emulator.client import EmulatorClient, SimulatedGroup, SimulatedUser
+from emulator.server import BotApiEmulator
 
 from bot.clock import ManualClock
 from bot.services.channel import NOTICE_KIND, ChannelNotices
 from bot.services.registration import RegistrationService
 from bot.services.residents import ResidentService
 from bot.settings import CHANNEL_NOTICE_KINDS, Settings
-from bot.user_text import isolated
-from emulator.client import EmulatorClient, SimulatedGroup, SimulatedUser
-from emulator.server import BotApiEmulator
+from bot.text.user_text import isolated
 from storage.db import Database
 from tests.e2e import bot_running, services_of, settings_for
 from tests.factories import new_clock, seed_place, seed_workshop

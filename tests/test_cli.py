@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from emulator.client import EmulatorClient
 from emulator.server import BotApiEmulator
+
 from storage.db import sqlite_file
 
 TOKEN = "424242:SECRET-token-that-must-never-be-logged"
@@ -31,7 +31,7 @@ async def _cli(tmp_path: Path, *args: str, **env: str | None) -> tuple[int, str,
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bot.cli",
+        "bot.runtime.cli",
         *args,
         cwd=tmp_path,
         env=_env(tmp_path, **env),
@@ -156,7 +156,7 @@ async def test_run_with_long_polling_never_logs_the_token_and_stops_on_sigint(tm
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "bot.cli",
+            "bot.runtime.cli",
             "run",
             cwd=tmp_path,
             env=_env(
@@ -182,8 +182,8 @@ def test_run_starts_with_the_collector_off_and_turns_it_back_on(monkeypatch, tmp
     collector is on again whatever happens."""
     import gc
 
-    import bot.serve
-    from bot import cli
+    import bot.runtime.serve
+    from bot.runtime import cli
     from bot.settings import load_settings
 
     during: list[bool] = []
@@ -192,7 +192,7 @@ def test_run_starts_with_the_collector_off_and_turns_it_back_on(monkeypatch, tmp
         during.append(gc.isenabled())
         raise RuntimeError("the bot failed")
 
-    monkeypatch.setattr(bot.serve, "run", serve_stub)
+    monkeypatch.setattr(bot.runtime.serve, "run", serve_stub)
     settings = load_settings(
         bot_token="123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11",
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'bot.sqlite3'}",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.logs import configure_logging
-from bot.serve import check_webhook_settings
+from bot.runtime.serve import check_webhook_settings
 from bot.settings import ConfigurationError, load_settings
 from tests.test_cli import TOKEN, _cli
 

@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
+from emulator.client import EmulatorClient
+from emulator.server import BotApiEmulator
 from sqlalchemy import select
 
 from bot.services.outbox import FAILURE_REPORT, MAX_ATTEMPTS
 from bot.services.registration import PROMOTION_NOTICE, RegistrationService
 from bot.services.residents import ResidentService
-from emulator.client import EmulatorClient
-from emulator.server import BotApiEmulator
 from storage.db import Database
 from storage.models import OutboxMessage, Resident
 from tests.e2e import bot_running, settings_for

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bot.demo import BOLD, NORMAL, button_lines, map_link, styled_text
 from emulator.client import Button, ChatMessage
+from offline.demo import BOLD, NORMAL, button_lines, map_link, styled_text
 
 TIMEOUT_S = 60
 
@@ -20,7 +20,7 @@ def run_demo(tmp_path: Path, script: str) -> subprocess.CompletedProcess[str]:
         [
             sys.executable,
             "-m",
-            "bot.cli",
+            "bot.runtime.cli",
             "demo",
             "--database",
             f"sqlite+aiosqlite:///{tmp_path}/demo.sqlite3",

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-
-from bot.user_text import QUOTE_LIMIT
 from emulator.client import EmulatorClient, SimulatedUser
 from emulator.server import BotApiEmulator
+
+from bot.text.user_text import QUOTE_LIMIT
 from storage.db import Database
 from tests.e2e import bot_running, settings_for
 from tests.factories import new_clock

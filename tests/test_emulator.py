@@ -15,13 +15,12 @@ import aiohttp
 import httpx
 import pytest
 import telegram
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
-from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
-
 from emulator import BotApiEmulator, EmulatorClient, EmulatorError, SimulatedUser
 from emulator.formatting import EntityParseError, parse_html
 from emulator.limits import RateLimit
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
+from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
 
 TOKEN = "123456:TEST-TOKEN"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

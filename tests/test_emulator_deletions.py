@@ -6,10 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 import telegram
+from emulator import BotApiEmulator, EmulatorClient, EmulatorError
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import BadRequest
-
-from emulator import BotApiEmulator, EmulatorClient, EmulatorError
 
 TOKEN = "123456:TEST-TOKEN"
 MENU = InlineKeyboardMarkup([[InlineKeyboardButton("Menu", callback_data="menu")]])

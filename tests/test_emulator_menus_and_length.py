@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 import telegram
-from telegram.error import BadRequest
-
 from emulator import BotApiEmulator, EmulatorClient
+from telegram.error import BadRequest
 
 TOKEN = "123456:TEST-TOKEN"
 STRANGER, ALICE = 555, 1001

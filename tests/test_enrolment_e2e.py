@@ -6,10 +6,10 @@ import re
 from collections.abc import AsyncIterator
 
 import pytest
+from emulator.client import ChatMessage, SimulatedUser
 
 from bot.services.residents import ResidentService
-from bot.user_text import isolated
-from emulator.client import ChatMessage, SimulatedUser
+from bot.text.user_text import isolated
 from storage.db import Database
 from tests.e2e import bot_running
 from tests.factories import seed_workshop

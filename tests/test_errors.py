@@ -16,19 +16,19 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import pytest
+from emulator.client import EmulatorClient, SimulatedGroup
+from emulator.server import BotApiEmulator
 from sqlalchemy import select
 from telegram import Update
 from telegram.error import Forbidden, NetworkError
 from telegram.ext import CommandHandler
 
-from bot.app import build_application
-from bot.context import BotApplication, BotContext
-from bot.errors import ErrorNotices
 from bot.logs import configure_logging
-from bot.runner import running
+from bot.plumbing.context import BotApplication, BotContext
+from bot.runtime.app import build_application
+from bot.runtime.runner import running
 from bot.services.residents import ResidentService
-from emulator.client import EmulatorClient, SimulatedGroup
-from emulator.server import BotApiEmulator
+from handlers.errors import ErrorNotices
 from storage.models import Resident
 from tests.e2e import settings_for
 from tests.factories import new_clock, seed_workshop
@@ -95,7 +95,7 @@ async def bot_with_failures(
 async def test_a_failing_handler_apologises_and_tells_the_channel_without_data(
     db, database_url, caplog
 ):
-    caplog.set_level(logging.ERROR, logger="bot.errors")
+    caplog.set_level(logging.ERROR, logger="handlers.errors")
     async with bot_with_failures(database_url) as (_, client, channel):
         person = client.user(31, "Alice", "fr")
         await person.send("/boom")
@@ -204,7 +204,7 @@ async def test_a_person_who_blocked_the_bot_is_marked_inactive(db, database_url)
 
 async def test_polling_failures_are_one_line_and_one_notice(db, database_url, caplog):
     """What run_polling passes on when getUpdates fails during an outage."""
-    caplog.set_level(logging.WARNING, logger="bot.errors")
+    caplog.set_level(logging.WARNING, logger="handlers.errors")
     async with bot_with_failures(database_url) as (application, _, channel):
         for _ in range(3):
             await application.process_error(None, NetworkError("Bad Gateway"))
@@ -234,5 +234,5 @@ async def test_the_error_id_is_a_field_of_the_json_log_line(db, database_url, ca
     assert match, notice.text
     entries = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
     [entry] = [e for e in entries if e.get("error_id") == match.group(1)]
-    assert entry["logger"] == "bot.errors" and entry["level"] == "ERROR"
+    assert entry["logger"] == "handlers.errors" and entry["level"] == "ERROR"
     assert match.group(1) in entry["message"] and "RuntimeError" in entry["exc_info"]

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import delete, func, select
 
-import bot.services.exports as exports_module
-from bot.services.exports import ExportService, Pseudonyms
+import bot.services.stats.exports as exports_module
+from bot.services.stats.exports import ExportService, Pseudonyms
 from storage.db import Database
 from storage.models import SurveyAnswerSet
 from tests.stats_helpers import FACILITATOR, seed_hand_data, telegram_id

@@ -1,7 +1,7 @@
 """Fault tests with real processes: `capacity-bot run` killed with SIGKILL mid-send, restarted,
 and two webhook instances sharing one PostgreSQL database behind a load-spreading proxy.
 
-The Bot API emulator runs in the test process; each bot is a subprocess (`python -m bot.cli
+The Bot API emulator runs in the test process; each bot is a subprocess (`python -m bot.runtime.cli
 run`, the command operators run) talking to it over HTTP. The emulator's per-chat record of
 accepted sends is the ground truth: every recipient gets the message, and the duplicates
 are exactly the sends Telegram accepted but the dead process had not yet marked sent (its
@@ -30,14 +30,14 @@ from pathlib import Path
 
 import pytest
 import telegram
+from emulator.client import EmulatorClient, SimulatedUser
+from emulator.server import BotApiEmulator
 from sqlalchemy import func, select
 from telegram.error import Conflict
 
 from bot.clock import ManualClock
-from bot.services.broadcasts import BroadcastService
+from bot.services.broadcasts.drafts import BroadcastService
 from bot.settings import ConfigurationError, load_settings
-from emulator.client import EmulatorClient, SimulatedUser
-from emulator.server import BotApiEmulator
 from storage.db import Database
 from storage.models import OutboxMessage, OutboxStatus, Resident, StaffMember
 from tests.broadcast_helpers import register, seed_residents
@@ -90,7 +90,7 @@ async def emulator() -> AsyncIterator[tuple[BotApiEmulator, EmulatorClient]]:
 
 
 class BotProcess:
-    """`python -m bot.cli run` against the emulator, its output in a log file (appended to
+    """`python -m bot.runtime.cli run` against the emulator, its output in a log file (appended to
     across restarts). With `webhook_port`, `run --webhook` listening on that port."""
 
     def __init__(
@@ -139,7 +139,7 @@ class BotProcess:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "bot.cli",
+            "bot.runtime.cli",
             *self.arguments,
             cwd=self.workdir,
             env=self.env,

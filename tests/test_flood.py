@@ -9,8 +9,8 @@ import asyncio
 
 from telegram import Chat, Message, Update, User
 
-from bot.flood import FloodControl
-from bot.ordering import PerPersonUpdateProcessor
+from bot.plumbing.flood import FloodControl
+from bot.plumbing.ordering import PerPersonUpdateProcessor
 
 
 class FakeClock:

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from emulator.client import ChatView, EmulatorClient, SimulatedUser
+from emulator.server import BotApiEmulator
 from sqlalchemy import func, select
 from telegram import Update
 
 from bot.clock import ManualClock
-from bot.context import BotApplication
+from bot.plumbing.context import BotApplication
 from bot.settings import Settings
-from emulator.client import ChatView, EmulatorClient, SimulatedUser
-from emulator.server import BotApiEmulator
 from storage.db import Database
 from storage.models import Base
 from tests.e2e import bot_running, settings_for

@@ -6,7 +6,7 @@ real HTTP to the emulator); button presses go through the emulator (`press_data`
 bot answers a query Telegram really has open, through polling and the update processor.
 
 For every generated update:
-- the error handler is never reached (no record on the `bot.errors` logger);
+- the error handler is never reached (no record on the `handlers.errors` logger);
 - a private message gets an answer in the chat, and the Arabic-speaking resident is answered
   in Arabic; every pressed button gets its answerCallbackQuery (no spinner left);
 - what must change nothing changes nothing: foreign groups and channels, updates without a
@@ -30,16 +30,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from emulator.client import EmulatorClient, SimulatedUser
+from emulator.server import BotApiEmulator
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 
-from bot.callbacks import ACTIONS
-from bot.context import BotApplication
+from bot.plumbing.callbacks import ACTIONS
+from bot.plumbing.context import BotApplication
 from bot.services.residents import ResidentService
-from emulator.client import EmulatorClient, SimulatedUser
-from emulator.server import BotApiEmulator
 from storage.db import Database
 from storage.models import Base, Registration, Workshop
 from tests.e2e import bot_running, services_of, settings_for
@@ -335,7 +335,7 @@ async def test_no_input_breaks_the_bot_or_changes_what_it_must_not(
 ) -> None:
     for kind, who, payload in events:
         await play(bench, kind, who, payload)
-    errors = [r for r in bench.records if r.name.startswith("bot.errors") and r.levelno >= 40]
+    errors = [r for r in bench.records if r.name.startswith("handlers.errors") and r.levelno >= 40]
     assert not errors, [r.getMessage() for r in errors]
     audit_logs(bench)
 

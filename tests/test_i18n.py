@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from bot.i18n import Html, Translator
 from bot.settings import load_settings
+from bot.text.i18n import Html, Translator
 
 translator = Translator.load("fr")
 PARIS = load_settings().tz

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
+from emulator.client import ChatMessage, EmulatorClient, SimulatedUser
+from emulator.server import BotApiEmulator
 from sqlalchemy import func, select
 
 from bot.clock import ManualClock
 from bot.settings import Settings
-from emulator.client import ChatMessage, EmulatorClient, SimulatedUser
-from emulator.server import BotApiEmulator
 from storage.db import Database
 from storage.models import Registration, Resident
 from tests.e2e import bot_running, settings_for

@@ -20,7 +20,7 @@ import pytest
 from babel import Locale
 from babel.dates import format_datetime
 
-from bot.i18n import LANGUAGE_NAMES, Message, Translator, load_language, placeholders
+from bot.text.i18n import LANGUAGE_NAMES, Message, Translator, load_language, placeholders
 from locales import LOCALES_DIR
 
 REFERENCE = "fr"

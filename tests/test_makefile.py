@@ -11,15 +11,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parent.parent
-RUN_ONLY = "pip install --quiet -e ."
-WITH_TESTS = 'pip install --quiet -e ".[test]"'
+RUN_ONLY = "pip install --quiet -e . -e ./tools"
+WITH_TESTS = 'pip install --quiet -e ".[test]" -e ./tools'
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 
 
 @pytest.fixture
 def clone(tmp_path: Path) -> Path:
-    for name in ("Makefile", "pyproject.toml"):
+    for name in ("Makefile", "pyproject.toml", "tools/pyproject.toml"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
         shutil.copy(ROOT / name, tmp_path / name)
     return tmp_path
 

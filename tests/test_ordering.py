@@ -6,7 +6,7 @@ import asyncio
 
 from telegram import Chat, Message, Update, User
 
-from bot.ordering import PerPersonUpdateProcessor
+from bot.plumbing.ordering import PerPersonUpdateProcessor
 
 
 def _update(update_id: int, user_id: int) -> Update:

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.clock import ManualClock
-from bot.delivery import Outgoing, deliver_outbox
+from bot.plumbing.delivery import Outgoing, deliver_outbox
 from bot.services.outbox import FAILURE_REPORT, LEASE, MAX_ATTEMPTS, ClaimedMessage, Outbox
 from bot.services.residents import ResidentService
 from storage.db import Database

@@ -12,9 +12,9 @@ from sqlalchemy import func, select
 
 from bot.clock import ManualClock
 from bot.services.outbox import Outbox
+from bot.services.privacy.retention import RetentionService
 from bot.services.registration import RegistrationService
 from bot.services.residents import ResidentService
-from bot.services.retention import RetentionService
 from bot.settings import ConfigurationError, load_settings
 from handlers.privacy import RETENTION_JOB
 from storage.db import Database

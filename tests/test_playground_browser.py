@@ -2,7 +2,7 @@
 `capacity-bot playground` process (emulator, bot and page on a fresh SQLite file).
 
 Everything is read from the page as a person sees it, through the DOM hooks the page keeps
-(bot/playground/static). Texts come from the locale files, so a reworded message changes the
+(tools/offline/playground/static). Texts come from the locale files, so a reworded message changes the
 expectation with it. Waits are on locators and attributes, never on sleeps. The playground
 runs on SQLite only: that is what `capacity-bot playground` is (storage itself is tested on
 both backends elsewhere).
@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Locator, Page, Route, expect
 
-from bot.i18n import LANGUAGE_NAMES
-from bot.surveys import load_surveys
+from bot.services.surveys.definitions import load_surveys
+from bot.text.i18n import LANGUAGE_NAMES
 from tests.conftest import IN_CI
 from tests.playground_harness import (
     Playground,

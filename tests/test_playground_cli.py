@@ -13,8 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from bot.playground.run import mark_as_playground
+from offline.playground.run import mark_as_playground
 
 TIMEOUT_S = 60
 ADDRESS = re.compile(r"http://127\.0\.0\.1:(\d+)/")
@@ -22,7 +21,7 @@ ADDRESS = re.compile(r"http://127\.0\.0\.1:(\d+)/")
 
 def command(tmp_path: Path, *args: str) -> list[str]:
     database = f"sqlite+aiosqlite:///{tmp_path}/data/playground.sqlite3"
-    return [sys.executable, "-m", "bot.cli", "playground", "--database", database, *args]
+    return [sys.executable, "-m", "bot.runtime.cli", "playground", "--database", database, *args]
 
 
 def environment() -> dict[str, str]:
@@ -50,7 +49,16 @@ def refused(tmp_path: Path, database: str, env: dict[str, str] | None = None) ->
     """Runs the playground on that --database: it must refuse; its one line of error."""
     result = run_to_the_end(
         tmp_path,
-        [sys.executable, "-m", "bot.cli", "playground", "--port", "0", "--database", database],
+        [
+            sys.executable,
+            "-m",
+            "bot.runtime.cli",
+            "playground",
+            "--port",
+            "0",
+            "--database",
+            database,
+        ],
         env,
     )
     assert result.returncode == 2, result.stdout + result.stderr
@@ -166,7 +174,7 @@ def test_a_database_that_is_not_an_sqlite_file_is_refused(tmp_path: Path) -> Non
         [
             sys.executable,
             "-m",
-            "bot.cli",
+            "bot.runtime.cli",
             "playground",
             "--database",
             "postgresql://postgres@127.0.0.1/test",

@@ -19,18 +19,18 @@ from typing import Any
 import aiohttp
 import pytest
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
+from emulator.client import EmulatorClient
+from offline.playground import feed as feed_module
+from offline.playground import server as server_module
+from offline.playground.feed import SUBSCRIBER_QUEUE
+from offline.playground.run import Playground, playground
+from offline.playground.server import PlaygroundServer
+from offline.playground.time_machine import TimeMachine
 from sqlalchemy import select
 
-from bot.context import SERVICES_KEY
-from bot.i18n import Translator
-from bot.playground import feed as feed_module
-from bot.playground import server as server_module
-from bot.playground.feed import SUBSCRIBER_QUEUE
-from bot.playground.run import Playground, playground
-from bot.playground.server import PlaygroundServer
-from bot.playground.time_machine import TimeMachine
+from bot.plumbing.context import SERVICES_KEY
 from bot.settings import ConfigurationError, load_settings
-from emulator.client import EmulatorClient
+from bot.text.i18n import Translator
 from storage.models import Workshop, WorkshopStatus
 
 pytestmark = pytest.mark.e2e

@@ -6,9 +6,7 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-
-from bot.clock import ManualClock, TravelClock
-from bot.playground.travel import (
+from offline.playground.travel import (
     NO_REMINDER_LEFT,
     NO_SEAT,
     NO_SURVEY_OPEN,
@@ -20,6 +18,8 @@ from bot.playground.travel import (
     WORKSHOP_END,
     TravelPlanner,
 )
+
+from bot.clock import ManualClock, TravelClock
 from bot.services.attendance import AttendanceService
 from bot.services.registration import RegistrationService
 from bot.services.reminders import ReminderPolicy, ReminderService

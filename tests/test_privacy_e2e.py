@@ -11,16 +11,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
-
-from bot.app import build_application
-from bot.cli import main
-from bot.clock import ManualClock
-from bot.services.residents import ResidentService
-from bot.services.retention import months_before
-from bot.settings import ConfigurationError, load_settings
 from emulator.client import ChatMessage, EmulatorClient, SimulatedUser
 from emulator.server import BotApiEmulator
+from sqlalchemy import func, select
+
+from bot.clock import ManualClock
+from bot.runtime.app import build_application
+from bot.runtime.cli import main
+from bot.services.privacy.retention import months_before
+from bot.services.residents import ResidentService
+from bot.settings import ConfigurationError, load_settings
 from handlers.privacy import RETENTION_JOB
 from storage.db import Database
 from storage.models import Resident, StaffMember, Workshop

@@ -16,12 +16,12 @@ import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.engine import Connection
 
-import bot.services.retention as retention_module
+import bot.services.privacy.retention as retention_module
 from bot.clock import ManualClock
-from bot.services.exports import ERASED, ExportService
-from bot.services.privacy import erase_resident
+from bot.services.privacy.personal_data import erase_resident
+from bot.services.privacy.retention import RETENTION_REPORT, months_before
 from bot.services.residents import ResidentService
-from bot.services.retention import RETENTION_REPORT, months_before
+from bot.services.stats.exports import ERASED, ExportService
 from storage.db import Database
 from storage.models import (
     ConversationState,

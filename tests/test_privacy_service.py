@@ -12,19 +12,19 @@ import pytest
 from sqlalchemy import func, select, update
 
 from bot.clock import ManualClock
-from bot.services.broadcasts import BroadcastService
+from bot.services.broadcasts.drafts import BroadcastService
 from bot.services.channel import ChannelNotices
 from bot.services.outbox import Outbox
-from bot.services.privacy import PrivacyService, load_privacy_notice
-from bot.services.registration import PROMOTION_NOTICE, RegistrationService
-from bot.services.residents import ResidentService
-from bot.services.retention import (
+from bot.services.privacy.personal_data import PrivacyService, load_privacy_notice
+from bot.services.privacy.retention import (
     RETENTION_NOTICE,
     RETENTION_REPORT,
     RetentionService,
     months_before,
 )
-from bot.services.stats import Period, StatsScope, StatsService
+from bot.services.registration import PROMOTION_NOTICE, RegistrationService
+from bot.services.residents import ResidentService
+from bot.services.stats.figures import Period, StatsScope, StatsService
 from bot.settings import CHANNEL_NOTICE_KINDS, ConfigurationError
 from storage.db import Database
 from storage.models import (

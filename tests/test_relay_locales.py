@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.i18n import LANGUAGE_NAMES, load_language
+from bot.text.i18n import LANGUAGE_NAMES, load_language
 from locales import LOCALES_DIR
 
 BUTTON_LIMIT = 40

@@ -8,15 +8,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
+from emulator.client import ChatView, EmulatorClient, SimulatedUser
+from emulator.server import BotApiEmulator
 from sqlalchemy import select
 
 from bot.clock import ManualClock
 from bot.services.mediator_relay import REPLY_KIND
 from bot.services.residents import ResidentService
 from bot.settings import Settings
-from bot.user_text import isolated
-from emulator.client import ChatView, EmulatorClient, SimulatedUser
-from emulator.server import BotApiEmulator
+from bot.text.user_text import isolated
 from storage.db import Database
 from storage.models import SurveyAnswer
 from tests.e2e import bot_running, settings_for

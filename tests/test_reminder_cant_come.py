@@ -6,10 +6,10 @@ The real bot over HTTP against the Bot API emulator, the real database (both bac
 from __future__ import annotations
 
 import pytest
-
-from bot.i18n import Translator
 from emulator.client import EmulatorClient, SimulatedUser
 from emulator.server import BotApiEmulator
+
+from bot.text.i18n import Translator
 from handlers.reminders import PLANNER_JOB
 from tests.e2e import bot_running, settings_for
 from tests.factories import new_clock

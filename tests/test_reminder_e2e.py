@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
+from emulator.client import ChatMessage, EmulatorClient, SimulatedUser
+from emulator.server import BotApiEmulator
 from sqlalchemy import select
 
 from bot.clock import ManualClock
 from bot.services.outbox import LEASE, Outbox
 from bot.services.registration import RegistrationService
 from bot.settings import Settings
-from emulator.client import ChatMessage, EmulatorClient, SimulatedUser
-from emulator.server import BotApiEmulator
 from handlers.reminders import PLANNER_JOB
 from storage.db import Database
 from storage.models import OutboxMessage, Registration, Resident

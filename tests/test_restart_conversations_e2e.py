@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
+from emulator.client import ChatMessage, SimulatedUser
 from sqlalchemy import select
 
-from emulator.client import ChatMessage, SimulatedUser
 from storage.db import Database
 from storage.models import ConversationState
 from tests.broadcast_helpers import seed_residents

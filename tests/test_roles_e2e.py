@@ -10,17 +10,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from emulator.client import EmulatorClient, SimulatedUser
+from emulator.server import BotApiEmulator
 from sqlalchemy import select
 
-from bot.callbacks import CallbackCodec
 from bot.clock import ManualClock
-from bot.i18n import Translator
 from bot.logs import log_pseudonym
+from bot.plumbing.callbacks import CallbackCodec
 from bot.services.residents import ResidentService
 from bot.services.staff import ROLE_NOTICE
 from bot.settings import Settings
-from emulator.client import EmulatorClient, SimulatedUser
-from emulator.server import BotApiEmulator
+from bot.text.i18n import Translator
 from handlers import RESIDENT_COMMANDS, STAFF_COMMANDS
 from storage.db import Database
 from storage.models import OutboxMessage, RoleChange, StaffMember

@@ -9,9 +9,9 @@ import pytest
 from telegram import BotCommand, BotCommandScopeChat
 from telegram.error import BadRequest
 
-from bot.i18n import Translator
 from bot.logs import log_pseudonym
 from bot.services.staff import StaffService
+from bot.text.i18n import Translator
 from handlers import RESIDENT_COMMANDS, STAFF_COMMANDS
 from handlers.staff_menus import set_staff_menus, staff_command_names
 from storage.db import Database

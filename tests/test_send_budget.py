@@ -10,13 +10,13 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from emulator.client import EmulatorClient
+from emulator.server import BotApiEmulator
 from telegram.error import RetryAfter
 from telegram.ext import ExtBot
 
-from bot.send_budget import BULK, NotSent, Pace, SendBudget, Window, counts_as_message
-from bot.telegram_request import ResilientRequest
-from emulator.client import EmulatorClient
-from emulator.server import BotApiEmulator
+from bot.plumbing.request import ResilientRequest
+from bot.plumbing.send_budget import BULK, NotSent, Pace, SendBudget, Window, counts_as_message
 
 PEOPLE = list(range(7001, 7061))
 TEXT = "Bonjour"

@@ -12,14 +12,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from emulator.client import EmulatorClient
+from emulator.server import BotApiEmulator
 from sqlalchemy import func, insert, select
 
 from bot.clock import ManualClock
-from bot.delivery import JOB_NAME as DELIVERY_JOB
-from bot.services.broadcasts import KIND
+from bot.plumbing.delivery import JOB_NAME as DELIVERY_JOB
+from bot.services.broadcasts.drafts import KIND
 from bot.services.outbox import LEASE, Outbox
-from emulator.client import EmulatorClient
-from emulator.server import BotApiEmulator
 from storage.db import Database
 from storage.models import Broadcast, BroadcastStatus, OutboxMessage, OutboxStatus
 from tests.broadcast_helpers import seed_residents
@@ -32,7 +32,7 @@ RECIPIENTS = 40
 
 
 class Bot:
-    """`python -m bot.cli run` against the emulator; its output is kept for the asserts."""
+    """`python -m bot.runtime.cli run` against the emulator; its output is kept for the asserts."""
 
     def __init__(self, cwd: Path, database_url: str, base_url: str, **env: str) -> None:
         self.cwd = cwd
@@ -52,7 +52,7 @@ class Bot:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "bot.cli",
+            "bot.runtime.cli",
             "run",
             cwd=self.cwd,
             env=self.env,
@@ -287,7 +287,7 @@ async def test_a_stop_out_of_time_keeps_the_claim_of_the_row_being_sent(
 ):
     """post_shutdown releases what this instance claimed, except a row whose send is still
     in flight (the stop ran out of time): that one keeps its lease, and the log says so."""
-    caplog.set_level(logging.INFO, logger="bot.app")
+    caplog.set_level(logging.INFO, logger="bot.runtime.app")
     async with BotApiEmulator(token=TOKEN) as emulator:
         settings = settings_for(emulator, database_url, outbox_sweep_seconds=300)
         clock = ManualClock(datetime.now(UTC))
@@ -321,6 +321,6 @@ async def test_a_stop_out_of_time_keeps_the_claim_of_the_row_being_sent(
             rows = await session.execute(select(OutboxMessage.id, OutboxMessage.claimed_by))
             held = {row.id: row.claimed_by for row in rows}
     assert held == {in_flight.id: outbox.worker_id, **{m.id: None for m in rest}}
-    lines = [r.getMessage() for r in caplog.records if r.name == "bot.app"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "bot.runtime.app"]
     assert "released 2 claimed outbox rows for the next start" in lines
     assert any(line.startswith(f"kept outbox rows {in_flight.id}, still being") for line in lines)

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from emulator.client import ChatMessage, EmulatorClient, SimulatedUser
+from emulator.server import BotApiEmulator
 from matplotlib.image import imread
 
 from bot.clock import ManualClock
-from bot.context import Services
-from emulator.client import ChatMessage, EmulatorClient, SimulatedUser
-from emulator.server import BotApiEmulator
+from bot.plumbing.context import Services
 from storage.db import Database
 from tests.e2e import bot_running, services_of, settings_for
 from tests.stats_helpers import FACILITATOR, T0, first_name, seed_hand_data, telegram_id

@@ -15,7 +15,7 @@ from sqlalchemy import event
 
 from bench.seed_stats import SeedSizes, seed_stats
 from bot.clock import ManualClock
-from bot.services.stats import (
+from bot.services.stats.figures import (
     Period,
     PeriodError,
     StatsScope,

@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 import yaml
 
-from bot import cli
-from bot.i18n import load_language
-from bot.surveys import (
+from bot.runtime import cli
+from bot.services.surveys.definitions import (
     SURVEYS_DIR,
     QuestionType,
     SurveyDefinitionError,
     load_surveys,
 )
-from bot.taxonomy import NEED_CATEGORIES
+from bot.services.taxonomy import NEED_CATEGORIES
+from bot.text.i18n import load_language
 from locales import LOCALES_DIR
 
 Survey = dict[str, Any]
@@ -214,7 +214,7 @@ def test_a_missing_survey_and_broken_yaml_are_named(tmp_path: Path) -> None:
 
 def test_run_stops_with_one_line_and_exit_2(tmp_path, monkeypatch, capsys) -> None:
     directory = broken(tmp_path, "needs", set_in("days", "type", "calendar"))
-    monkeypatch.setattr("bot.surveys.SURVEYS_DIR", directory)
+    monkeypatch.setattr("bot.services.surveys.definitions.SURVEYS_DIR", directory)
     monkeypatch.setattr("bot.logs.configure_logging", lambda *args: None)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("BOT_TOKEN", "123456:ABCDEFGHIJKLMNOPQRSTUVWXYZ")

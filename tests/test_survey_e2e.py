@@ -12,15 +12,15 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from emulator.client import ChatMessage, EmulatorClient, SimulatedGroup, SimulatedUser
+from emulator.server import BotApiEmulator
 from sqlalchemy import select, update
 
 from bot.clock import ManualClock
-from bot.services.surveys import RESPONSE_CARD
+from bot.services.surveys.engine import RESPONSE_CARD
 from bot.settings import Settings
-from bot.text_split import TELEGRAM_TEXT_LIMIT, telegram_length
-from bot.user_text import isolated
-from emulator.client import ChatMessage, EmulatorClient, SimulatedGroup, SimulatedUser
-from emulator.server import BotApiEmulator
+from bot.text.split import TELEGRAM_TEXT_LIMIT, telegram_length
+from bot.text.user_text import isolated
 from storage.db import Database
 from storage.models import OutboxMessage, Resident, SurveyAnswer, SurveyAnswerSet
 from tests.e2e import bot_running, services_of, settings_for

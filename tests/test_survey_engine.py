@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select, text
 
 from bot.clock import ManualClock
-from bot.services.surveys import (
+from bot.services.surveys.engine import (
     INVITATION,
     RESPONSE_CARD,
     Problem,

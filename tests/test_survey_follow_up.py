@@ -12,10 +12,10 @@ from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-
-from bot.i18n import Translator
 from emulator.client import EmulatorClient
 from emulator.server import BotApiEmulator
+
+from bot.text.i18n import Translator
 from tests.e2e import bot_running, services_of, settings_for
 from tests.factories import new_clock, seed_workshop
 from tests.survey_helpers import registered, workshop_end

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select, update
 
 from bot.clock import ManualClock
-from bot.services.surveys import DIGEST, FOLLOW_UP, INVITATION, POST_WORKSHOP, StepOutcome
+from bot.services.surveys.engine import DIGEST, FOLLOW_UP, INVITATION, POST_WORKSHOP, StepOutcome
 from storage.db import Database
 from storage.models import (
     AttendanceSource,

@@ -10,13 +10,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from emulator.client import EmulatorClient
+from emulator.server import BotApiEmulator
 from sqlalchemy import select
 
 from bot.clock import ManualClock
-from bot.services.surveys import DIGEST, INVITATION, POST_WORKSHOP
+from bot.services.surveys.engine import DIGEST, INVITATION, POST_WORKSHOP
 from bot.settings import ConfigurationError, load_settings
-from emulator.client import EmulatorClient
-from emulator.server import BotApiEmulator
 from storage.db import Database
 from storage.models import OutboxMessage, SurveyRun
 from tests.e2e import bot_running, services_of, settings_for

@@ -12,19 +12,19 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
+from emulator.client import EmulatorClient
+from emulator.server import BotApiEmulator
 from telegram import Bot
 from telegram.error import BadRequest, NetworkError, RetryAfter, TimedOut
 
-from bot.health import HEALTH_KEY, BotApiHealth
-from bot.telegram_request import (
+from bot.plumbing.health import HEALTH_KEY, BotApiHealth
+from bot.plumbing.request import (
     NOT_SENT,
     ResilientRequest,
     api_method,
     backoff,
     single_attempt,
 )
-from emulator.client import EmulatorClient
-from emulator.server import BotApiEmulator
 from tests.e2e import bot_running, settings_for
 from tests.factories import new_clock
 from tests.test_delivery_e2e import promote_while_the_bot_is_down
@@ -61,7 +61,7 @@ def test_backoff_doubles_up_to_a_cap_with_jitter() -> None:
 
 async def test_5xx_are_retried_and_successes_recorded(emulator, monkeypatch) -> None:
     server, client = emulator
-    monkeypatch.setattr("bot.telegram_request.BASE_DELAY_S", 0.05)  # same shape, shorter
+    monkeypatch.setattr("bot.plumbing.request.BASE_DELAY_S", 0.05)  # same shape, shorter
     health = BotApiHealth()
     bot = await bot_on(server, health)
     try:
@@ -89,7 +89,7 @@ async def test_an_ambiguous_5xx_repeats_reads_but_not_sends(emulator, monkeypatc
     """A 500 or a 504 may come after the message was delivered, like a timeout: a send is
     not repeated (the caller decides), a read or an edit is."""
     server, client = emulator
-    monkeypatch.setattr("bot.telegram_request.BASE_DELAY_S", 0.05)
+    monkeypatch.setattr("bot.plumbing.request.BASE_DELAY_S", 0.05)
     bot = await bot_on(server)
     try:
         await client.fail_next("sendMessage", status)
@@ -122,7 +122,7 @@ async def test_a_single_attempt_leaves_retries_to_the_caller(emulator) -> None:
 async def test_a_400_is_logged_with_the_method_only_and_never_retried(emulator, caplog) -> None:
     server, client = emulator
     bot = await bot_on(server)
-    caplog.set_level(logging.INFO, logger="bot.telegram_request")
+    caplog.set_level(logging.INFO, logger="bot.plumbing.request")
     try:
         for _ in range(2):
             await client.fail_next("sendMessage", 400, description="Bad Request: chat not found")
@@ -222,7 +222,7 @@ async def test_a_closed_port_is_a_send_that_never_left_and_is_retried(monkeypatc
     error reaches the caller with its cause."""
     import socket
 
-    monkeypatch.setattr("bot.telegram_request.BASE_DELAY_S", 0.01)
+    monkeypatch.setattr("bot.plumbing.request.BASE_DELAY_S", 0.01)
     with socket.socket() as probe:  # a port that nothing listens on once closed
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -235,7 +235,7 @@ async def test_a_closed_port_is_a_send_that_never_left_and_is_retried(monkeypatc
 
     bot = Bot("123:abc", base_url=f"http://127.0.0.1:{port}/bot", request=ResilientRequest())
     await bot.request.initialize()  # type: ignore[attr-defined]  # no getMe: nothing answers
-    monkeypatch.setattr("bot.telegram_request.asyncio.sleep", counted_sleep)
+    monkeypatch.setattr("bot.plumbing.request.asyncio.sleep", counted_sleep)
     try:
         with pytest.raises(NetworkError) as raised:
             await bot.send_message(PERSON, TEXT)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.text_split import split_for_telegram, telegram_length
+from bot.text.split import split_for_telegram, telegram_length
 
 
 def test_short_text_is_one_part() -> None:

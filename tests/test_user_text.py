@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.i18n import Translator
-from bot.user_text import QUOTE_LIMIT, balanced_bidi, isolated, quoted
+from bot.text.i18n import Translator
+from bot.text.user_text import QUOTE_LIMIT, balanced_bidi, isolated, quoted
 
 RLO, PDF, LRI, FSI, PDI, RLE = "\u202e", "\u202c", "\u2066", "\u2068", "\u2069", "\u202b"
 

@@ -15,13 +15,13 @@ from types import SimpleNamespace
 
 import aiohttp
 import pytest
-
-from bot.health import HEALTH_KEY, BotApiHealth
-from bot.serve import serve
-from bot.settings import Settings
-from bot.webhook import MAX_BODY_BYTES, SECRET_HEADER, BotHttpServer, health_report
 from emulator.client import EmulatorClient
 from emulator.server import BotApiEmulator
+
+from bot.plumbing.health import HEALTH_KEY, BotApiHealth
+from bot.runtime.serve import serve
+from bot.runtime.webhook import MAX_BODY_BYTES, SECRET_HEADER, BotHttpServer, health_report
+from bot.settings import Settings
 from tests.e2e import settings_for
 
 pytestmark = [pytest.mark.storage, pytest.mark.e2e]

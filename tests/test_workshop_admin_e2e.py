@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from emulator.client import ChatMessage, SimulatedUser
 from sqlalchemy import select
 
-from bot.callbacks import CallbackCodec
+from bot.plumbing.callbacks import CallbackCodec
 from bot.services.registration import PROMOTION_NOTICE, RegistrationService
-from bot.services.workshop_admin import CHANGE_NOTICE
-from emulator.client import ChatMessage, SimulatedUser
+from bot.services.workshops.admin import CHANGE_NOTICE
 from storage.db import Database
 from storage.models import Workshop
 from tests.e2e import bot_running

@@ -8,7 +8,7 @@ import pytest
 
 from bot.services.registration import PROMOTION_NOTICE, RegisterOutcome, RegistrationService
 from bot.services.staff import StaffService
-from bot.services.workshop_admin import (
+from bot.services.workshops.admin import (
     CHANGE_NOTICE,
     Draft,
     EditOutcome,

@@ -6,14 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from emulator.client import EmulatorClient
+from emulator.server import BotApiEmulator
 from sqlalchemy import select
 
 from bot.clock import ManualClock
 from bot.services.registration import RegisterOutcome, RegistrationService
 from bot.services.residents import ResidentService
 from bot.settings import Settings
-from emulator.client import EmulatorClient
-from emulator.server import BotApiEmulator
 from storage.db import Database
 from storage.models import OutboxMessage, Registration, Resident, Workshop
 from tests.e2e import settings_for

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.outbox import enqueue_once
-from bot.services.workshops import waitlist_rank_subquery
+from bot.services.workshops.listing import waitlist_rank_subquery
 from storage.db import Database
 from storage.models import (
     Registration,

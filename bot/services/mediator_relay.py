@@ -11,7 +11,7 @@ channel message id, which replies are routed by. So that the resident's text is 
 `take` only checks the message (the prompt stays open) and `relayed`, called once Telegram
 accepted the card, consumes the prompt and records the card in one transaction. If the send
 fails, the prompt is still open and the person can simply send their message again. One
-person's updates are handled one after the other (bot.ordering), so neither the prompt nor the
+person's updates are handled one after the other (bot.plumbing.ordering), so neither the prompt nor the
 hourly count (the cards relayed in the last hour) can be raced by the same person, and no
 transaction is held over the network.
 """

@@ -126,7 +126,7 @@ class Outbox:
     async def claim_due(self, limit: int = 50, *, broadcast: bool = False) -> list[ClaimedMessage]:
         """Claim up to `limit` due messages for this worker, oldest first.
 
-        Broadcast rows are paced by their own sender (bot/broadcast_sender.py): the generic
+        Broadcast rows are paced by their own sender (bot/plumbing/broadcast_sending.py): the generic
         delivery claims only the others (`broadcast=False`), the broadcast sender only rows of
         broadcasts still being sent (`broadcast=True`).
         """

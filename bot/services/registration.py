@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
 from bot.services.channel import ChannelNotices
-from bot.services.workshops import waitlist_rank_subquery
+from bot.services.workshops.listing import waitlist_rank_subquery
 from storage.db import Database
 from storage.models import (
     OutboxMessage,
@@ -220,7 +220,7 @@ class RegistrationService:
         now: datetime,
     ) -> CancelResult:
         """Cancel one live place in the caller's transaction: free the seat, promote the first
-        person waiting, tell the channel. Also used by erasure (bot/services/privacy.py)."""
+        person waiting, tell the channel. Also used by erasure (bot/services/privacy/personal_data.py)."""
         changed = await session.execute(
             _CANCEL_PLACE,
             {
