@@ -30,8 +30,10 @@ from bot.plumbing.callbacks import Callback, define_actions
 from bot.plumbing.context import BotContext
 from bot.plumbing.delivery import Outgoing, kick_delivery
 from bot.services.outbox import ClaimedMessage
+from bot.services.surveys.cards import DIGEST, INVITATION, RESPONSE_CARD, AskedQuestion, CardLine
 from bot.services.surveys.definitions import (
     DATE_PLACEHOLDER,
+    NEEDS,
     WORKSHOP_PLACEHOLDER,
     Option,
     QuestionDef,
@@ -39,17 +41,7 @@ from bot.services.surveys.definitions import (
     SurveyDef,
 )
 from bot.services.surveys.digest import QuestionSummary, RunDigest
-from bot.services.surveys.engine import (
-    DIGEST,
-    INVITATION,
-    NEEDS,
-    RESPONSE_CARD,
-    AskedQuestion,
-    CardLine,
-    Problem,
-    Step,
-    StepOutcome,
-)
+from bot.services.surveys.engine import Problem, Step, StepOutcome
 from bot.settings import SURVEY_SWEEP_PERIOD
 from bot.text.i18n import Html
 from bot.text.split import split_for_telegram

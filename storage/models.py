@@ -407,7 +407,7 @@ class SurveyParticipation(Base):
 
     For an anonymous survey this is the only link to the person: the answers wait in the
     person's buffer (a ConversationState row), then move, with other people's, to answer sets
-    without a resident (bot/services/surveys/engine.py); answer_set_id stays empty.
+    without a resident (bot/services/surveys/answers.py); answer_set_id stays empty.
     """
 
     __tablename__ = "survey_participations"

@@ -17,7 +17,7 @@ from emulator.server import BotApiEmulator
 from sqlalchemy import select, update
 
 from bot.clock import ManualClock
-from bot.services.surveys.engine import RESPONSE_CARD
+from bot.services.surveys.cards import RESPONSE_CARD
 from bot.settings import Settings
 from bot.text.split import TELEGRAM_TEXT_LIMIT, telegram_length
 from bot.text.user_text import isolated

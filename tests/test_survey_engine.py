@@ -9,13 +9,8 @@ import pytest
 from sqlalchemy import select, text
 
 from bot.clock import ManualClock
-from bot.services.surveys.engine import (
-    INVITATION,
-    RESPONSE_CARD,
-    Problem,
-    StepOutcome,
-    SurveyService,
-)
+from bot.services.surveys.cards import INVITATION, RESPONSE_CARD
+from bot.services.surveys.engine import Problem, StepOutcome, SurveyService
 from storage.db import Database
 from storage.models import (
     ConversationState,

@@ -9,7 +9,9 @@ import pytest
 from sqlalchemy import select, update
 
 from bot.clock import ManualClock
-from bot.services.surveys.engine import DIGEST, FOLLOW_UP, INVITATION, POST_WORKSHOP, StepOutcome
+from bot.services.surveys.cards import DIGEST, INVITATION
+from bot.services.surveys.definitions import FOLLOW_UP, POST_WORKSHOP
+from bot.services.surveys.engine import StepOutcome
 from storage.db import Database
 from storage.models import (
     AttendanceSource,

@@ -15,7 +15,8 @@ from emulator.server import BotApiEmulator
 from sqlalchemy import select
 
 from bot.clock import ManualClock
-from bot.services.surveys.engine import DIGEST, INVITATION, POST_WORKSHOP
+from bot.services.surveys.cards import DIGEST, INVITATION
+from bot.services.surveys.definitions import POST_WORKSHOP
 from bot.settings import ConfigurationError, load_settings
 from storage.db import Database
 from storage.models import OutboxMessage, SurveyRun

@@ -40,11 +40,15 @@ SCALE = tuple(range(1, 6))
 YES_NO = ("yes", "no")
 
 # The surveys the bot triggers by name, and whether each is about one workshop or always open.
+POST_WORKSHOP = "post_workshop"
+AUTONOMY_BEFORE = "autonomy_before"
+FOLLOW_UP = "follow_up"
+NEEDS = "needs"
 SHIPPED = {
-    "post_workshop": "workshop",
-    "autonomy_before": "workshop",
-    "follow_up": "workshop",
-    "needs": "open",
+    POST_WORKSHOP: "workshop",
+    AUTONOMY_BEFORE: "workshop",
+    FOLLOW_UP: "workshop",
+    NEEDS: "open",
 }
 
 Key = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
