@@ -82,9 +82,17 @@ bench: $(INSTALLED_RUN)
 bench-quick: $(INSTALLED_RUN)
 	$(BIN)/python -m bench --quick
 
+# The house checks, all four run even when one fails, each failure named on its own line:
+# ruff's lint rules and formatting, mypy (strict, [tool.mypy]) and the import contracts
+# ([tool.importlinter]). CI (.ci/run) runs them before the tests.
 lint: $(INSTALLED_TEST)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	@failed=""; \
+	$(BIN)/ruff check . || failed="$$failed, ruff check"; \
+	$(BIN)/ruff format --check . || failed="$$failed, ruff format --check"; \
+	$(BIN)/mypy || failed="$$failed, mypy"; \
+	$(BIN)/lint-imports || failed="$$failed, lint-imports"; \
+	if [ -n "$$failed" ]; then echo "lint failed: $${failed#, }"; exit 1; fi; \
+	echo "lint: ruff check, ruff format, mypy and lint-imports all pass"
 
 migrate: $(INSTALLED_RUN)
 	$(BIN)/capacity-bot migrate

@@ -109,17 +109,20 @@ async def on_error(update: object, context: BotContext) -> None:
     place = error_place(context, error)
     kind = type(error).__name__ if error is not None else "Error"
     services: Services | None = context.application.bot_data.get(SERVICES_KEY)
+    # The update when it comes from a private chat (a person to answer), else None.
     private = (
-        isinstance(update, Update)
+        update
+        if isinstance(update, Update)
         and update.effective_chat is not None
         and update.effective_chat.type == ChatType.PRIVATE
+        else None
     )
     if (
-        private
+        private is not None
         and isinstance(error, Forbidden)
         and any(marker in error.message.lower() for marker in BLOCKED_MARKERS)
     ):
-        await _mark_blocked(update, services)  # type: ignore[arg-type]
+        await _mark_blocked(private, services)
         return
     if update is None and context.job is None and isinstance(error, NetworkError):
         # Fetching updates failed (python-telegram-bot retries with backoff): one line each
@@ -142,8 +145,8 @@ async def on_error(update: object, context: BotContext) -> None:
         )
     if services is None:  # before start-up finished: nobody to apologise to, no channel yet
         return
-    if private:
-        await _apologise(update, context, services)  # type: ignore[arg-type]
+    if private is not None:
+        await _apologise(private, context, services)
     await _notify_channel(context, services, error_id, kind, place)
 
 

@@ -17,16 +17,14 @@ from zoneinfo import ZoneInfo
 from telegram import ChatMember, InputFile, Update
 from telegram.constants import ChatType
 from telegram.ext import (
-    BaseHandler,
     CallbackQueryHandler,
     CommandHandler,
-    JobQueue,
     TypeHandler,
     filters,
 )
 
 from bot.plumbing.callbacks import define_actions
-from bot.plumbing.context import BotContext
+from bot.plumbing.context import BotContext, BotHandler, BotJobQueue
 from bot.plumbing.delivery import Outgoing, kick_delivery
 from bot.services.outbox import ClaimedMessage
 from bot.services.privacy.retention import RETENTION_NOTICE, RETENTION_REPORT
@@ -297,16 +295,16 @@ async def apply_retention(context: BotContext) -> None:
         kick_delivery(context)
 
 
-def schedule_retention(job_queue: JobQueue, tz: ZoneInfo) -> None:
+def schedule_retention(job_queue: BotJobQueue, tz: ZoneInfo) -> None:
     job_queue.run_daily(apply_retention, time=RETENTION_AT.replace(tzinfo=tz), name=RETENTION_JOB)
 
 
-def activity_handler() -> BaseHandler:
+def activity_handler() -> BotHandler:
     """Register in ACTIVITY_GROUP, before every other group."""
     return TypeHandler(Update, note_activity)
 
 
-def privacy_handlers() -> list[BaseHandler]:
+def privacy_handlers() -> list[BotHandler]:
     """Register before the resident handlers: they would answer these buttons as stale."""
     return [
         CommandHandler("privacy", privacy_command, filters=PRIVATE),

@@ -13,10 +13,10 @@ from datetime import datetime
 
 from telegram import InputFile, Update
 from telegram.constants import ParseMode
-from telegram.ext import BaseHandler, CallbackQueryHandler, JobQueue
+from telegram.ext import CallbackQueryHandler
 
 from bot.plumbing.callbacks import define_actions
-from bot.plumbing.context import BotContext
+from bot.plumbing.context import BotContext, BotHandler, BotJobQueue
 from bot.plumbing.delivery import Outgoing, kick_delivery
 from bot.services.calendar import CalendarEvent, build_ics, workshop_uid
 from bot.services.outbox import ClaimedMessage
@@ -230,12 +230,12 @@ async def plan_reminders(context: BotContext) -> None:
         kick_delivery(context)
 
 
-def schedule_reminder_planner(job_queue: JobQueue) -> None:
+def schedule_reminder_planner(job_queue: BotJobQueue) -> None:
     job_queue.run_repeating(
         plan_reminders, interval=PLANNER_INTERVAL_S, first=PLANNER_FIRST_S, name=PLANNER_JOB
     )
 
 
-def reminder_handlers() -> list[BaseHandler]:
+def reminder_handlers() -> list[BotHandler]:
     """Register before the resident handlers: they would answer these buttons as stale."""
     return [CallbackQueryHandler(on_button, pattern=CALLBACK_PATTERN)]

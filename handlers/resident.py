@@ -6,7 +6,6 @@ import logging
 
 from telegram import Update
 from telegram.ext import (
-    BaseHandler,
     CallbackQueryHandler,
     CommandHandler,
     MessageHandler,
@@ -14,7 +13,7 @@ from telegram.ext import (
 )
 
 from bot.plumbing.callbacks import Callback
-from bot.plumbing.context import BotContext
+from bot.plumbing.context import BotContext, BotHandler
 from bot.plumbing.delivery import kick_delivery
 from bot.services.registration import CancelOutcome, RegisterOutcome
 from handlers import views
@@ -302,7 +301,7 @@ _AFTER_CONSENT = {
 }
 
 
-def resident_handlers() -> list[BaseHandler]:
+def resident_handlers() -> list[BotHandler]:
     """The resident journey, in private chats. Order matters: commands, buttons, then text."""
     return [
         CommandHandler("start", start, filters=PRIVATE),

@@ -17,10 +17,10 @@ import logging
 from telegram import Bot, BotCommand, BotCommandScopeChat, Update
 from telegram.constants import ChatType
 from telegram.error import TelegramError
-from telegram.ext import BaseHandler, JobQueue, TypeHandler
+from telegram.ext import TypeHandler
 
 import handlers  # RESIDENT_COMMANDS and STAFF_COMMANDS, read at call time (import cycle)
-from bot.plumbing.context import BotContext, Services
+from bot.plumbing.context import BotContext, BotHandler, BotJobQueue, Services
 from bot.services.staff import COORDINATOR, StaffMenu
 from bot.text.i18n import Translator
 
@@ -94,11 +94,11 @@ async def set_waiting_menu(update: Update, context: BotContext) -> None:
         await _apply_or_defer(context.bot, context.services, menu)
 
 
-def waiting_menu_handler() -> BaseHandler:
+def waiting_menu_handler() -> BotHandler:
     return TypeHandler(Update, set_waiting_menu)
 
 
-def schedule_waiting_menus_reload(job_queue: JobQueue) -> None:
+def schedule_waiting_menus_reload(job_queue: BotJobQueue) -> None:
     job_queue.run_repeating(
         _reload_waiting_menus,
         interval=RELOAD_WAITING_MENUS_S,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from telegram.ext import Application, CallbackContext, ExtBot
+from telegram import Update
+from telegram.ext import Application, BaseHandler, CallbackContext, ExtBot, JobQueue
 
 from bot.clock import Clock
 from bot.logs import log_pseudonym
@@ -66,12 +68,23 @@ class Services:
         return log_pseudonym(telegram_id, self.settings.effective_token)
 
 
-class BotContext(CallbackContext[ExtBot[None], dict, dict, dict]):
+# The bot's rate limiter is the send budget, whose calls take a dict of arguments
+# (`rate_limit_args`, bot/plumbing/send_budget.py).
+Bot = ExtBot[dict[str, Any]]
+
+
+class BotContext(CallbackContext[Bot, dict[Any, Any], dict[Any, Any], dict[Any, Any]]):
     """CallbackContext with typed access to the services (PTB's contexttypesbot pattern)."""
 
     @property
     def services(self) -> Services:
-        return self.application.bot_data[SERVICES_KEY]
+        services: Services = self.application.bot_data[SERVICES_KEY]  # set by post_init
+        return services
 
 
-BotApplication = Application[ExtBot[None], BotContext, dict, dict, dict, object]
+BotApplication = Application[
+    Bot, BotContext, dict[Any, Any], dict[Any, Any], dict[Any, Any], JobQueue[BotContext]
+]
+BotJobQueue = JobQueue[BotContext]
+# What the handlers' modules give to register_handlers (any callback result).
+BotHandler = BaseHandler[Update, BotContext, Any]

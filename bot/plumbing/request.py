@@ -113,7 +113,7 @@ def single_attempt() -> Iterator[None]:
 def backoff(attempt: int) -> float:
     """Seconds before retry number `attempt` (0-based): doubling, capped, with full jitter on
     half of it so that many callers do not retry in step."""
-    delay = min(MAX_DELAY_S, BASE_DELAY_S * 2**attempt)
+    delay: float = min(MAX_DELAY_S, BASE_DELAY_S * 2**attempt)
     return delay / 2 + random.uniform(0, delay / 2)
 
 

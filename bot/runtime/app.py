@@ -6,7 +6,7 @@ import logging
 import socket
 import uuid
 
-from telegram.ext import Application, ContextTypes, Defaults
+from telegram.ext import Application, ContextTypes, Defaults, JobQueue
 
 from bot.clock import Clock, SystemClock
 from bot.plumbing.broadcast_sending import start_broadcast_sender, stop_broadcast_sender
@@ -160,6 +160,8 @@ def build_application(settings: Settings, *, clock: Clock | None = None) -> BotA
         .token(settings.effective_token)
         .base_url(settings.telegram_base_url)
         .context_types(ContextTypes(context=BotContext))
+        # The builder's own job queue, given here so that its type names BotContext.
+        .job_queue(JobQueue[BotContext]())
         .defaults(Defaults(tzinfo=settings.tz))
         .concurrent_updates(PerPersonUpdateProcessor())
         .post_init(post_init)
@@ -169,7 +171,7 @@ def build_application(settings: Settings, *, clock: Clock | None = None) -> BotA
         .get_updates_request(ResilientRequest(health=health, connection_pool_size=1))
         .rate_limiter(budget)
     )
-    application: BotApplication = builder.build()  # type: ignore[assignment]
+    application: BotApplication = builder.build()
     application.bot_data[HEALTH_KEY] = health
     register_handlers(application)
     application.add_error_handler(on_error)

@@ -7,10 +7,11 @@ import asyncio
 import gc
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import date
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
@@ -176,7 +177,7 @@ def _start(settings: Settings, *, webhook: bool) -> int:
     return run(settings, webhook=webhook)
 
 
-def offline_tool(name: str) -> Callable[..., Awaitable[None]] | None:
+def offline_tool(name: str) -> Callable[..., Coroutine[Any, Any, None]] | None:
     """The demo or the playground, when the offline tools (tools/) are installed beside the bot.
 
     Found by entry point, so that the bot never imports them (the arrows of

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import Select, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
@@ -31,6 +31,7 @@ from storage.models import (
     Workshop,
     WorkshopStatus,
 )
+from storage.results import affected_rows
 
 CHECKIN_OPENS_BEFORE = timedelta(minutes=30)
 CHECKIN_CLOSES_AFTER = timedelta(hours=1)
@@ -273,7 +274,7 @@ class AttendanceService:
             return await _roll_call(session, workshop_id, now)
 
 
-def _seat_query(telegram_id: int):
+def _seat_query(telegram_id: int) -> Select[*tuple[Any, ...]]:
     """The person's confirmed seats at workshops that were not called off."""
     return (
         select(
@@ -302,16 +303,17 @@ async def _mark(
         return CheckInResult(CheckInOutcome.NOT_OPEN_YET, title=seat.title, opens_at=opens)
     if now > closes:
         return CheckInResult(CheckInOutcome.CLOSED, title=seat.title)
-    marked = await session.execute(
+    marked = await affected_rows(
+        session,
         update(Registration)
         .where(
             Registration.id == seat.id,
             Registration.status == RegistrationStatus.CONFIRMED,
             Registration.attended_at.is_(None),
         )
-        .values(attended_at=now, attendance_source=source)
+        .values(attended_at=now, attendance_source=source),
     )
-    outcome = CheckInOutcome.CHECKED_IN if marked.rowcount == 1 else CheckInOutcome.ALREADY
+    outcome = CheckInOutcome.CHECKED_IN if marked == 1 else CheckInOutcome.ALREADY
     return CheckInResult(outcome, title=seat.title)
 
 
@@ -323,7 +325,7 @@ def _roll_window(now: datetime) -> list[Any]:
     ]
 
 
-def _roll_workshop_query(now: datetime):
+def _roll_workshop_query(now: datetime) -> Select[*tuple[Any, ...]]:
     return (
         select(
             Workshop.id,

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.clock import Clock
 from storage.db import Database
 from storage.models import Broadcast, BroadcastStatus, OutboxMessage, OutboxStatus, Resident
+from storage.results import affected_rows
 
 LEASE = timedelta(minutes=2)  # the default of OUTBOX_LEASE
 ID_BATCH = 500  # keys per IN (...) list, well under the drivers' parameter limits
@@ -53,7 +54,7 @@ async def enqueue_once(session: AsyncSession, **values: Any) -> bool:
     return inserted.scalar_one_or_none() is not None
 
 
-async def queue_once(session: AsyncSession, rows: dict[str, dict]) -> list[str]:
+async def queue_once(session: AsyncSession, rows: dict[str, dict[str, Any]]) -> list[str]:
     """Insert outbox rows (by dedupe key) that are not there yet; returns the keys of those
     inserted pending (to be sent).
 
@@ -240,13 +241,16 @@ class Outbox:
                 )
             )
         async with self._db.write() as session:
-            result = await session.execute(
-                update(OutboxMessage)
-                .where(*conditions)
-                .values(claimed_until=self._clock.now() + self._lease)
-                .execution_options(synchronize_session=False)
+            renewed = (
+                await affected_rows(
+                    session,
+                    update(OutboxMessage)
+                    .where(*conditions)
+                    .values(claimed_until=self._clock.now() + self._lease)
+                    .execution_options(synchronize_session=False),
+                )
+                == 1
             )
-            renewed = result.rowcount == 1
         if renewed:
             self._sending.add(message_id)
         return renewed
@@ -277,7 +281,11 @@ class Outbox:
         return bool(finished)
 
     async def _report(
-        self, session: AsyncSession, failed: Sequence[Row[Any]], cause: str, now: datetime
+        self,
+        session: AsyncSession,
+        failed: Sequence[Row[*tuple[Any, ...]]],
+        cause: str,
+        now: datetime,
     ) -> None:
         """Queue one line for the facilitators' channel per row just failed for good: which
         row and why (an exception class or Telegram's verdict, never the row's content)."""
@@ -359,7 +367,8 @@ class Outbox:
         given back. Returns how many rows were released."""
         keep = self.sending
         async with self._db.write() as session:
-            result = await session.execute(
+            return await affected_rows(
+                session,
                 update(OutboxMessage)
                 .where(
                     OutboxMessage.claimed_by == self.worker_id,
@@ -368,6 +377,5 @@ class Outbox:
                     *([OutboxMessage.id.not_in(keep)] if keep else []),
                 )
                 .values(claimed_until=None, claimed_by=None, attempts=OutboxMessage.attempts - 1)
-                .execution_options(synchronize_session=False)
+                .execution_options(synchronize_session=False),
             )
-            return result.rowcount

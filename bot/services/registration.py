@@ -29,6 +29,7 @@ from storage.models import (
     Workshop,
     WorkshopStatus,
 )
+from storage.results import affected_rows
 
 LIVE = (RegistrationStatus.CONFIRMED, RegistrationStatus.WAITLISTED)
 
@@ -52,7 +53,8 @@ _LIVE_PLACE = select(
     Registration.resident_id == bindparam("resident_id"),
     Registration.status.in_(LIVE),
 )
-_workshops = Workshop.__table__
+# Core statements on the tables (no ORM bookkeeping); the metadata holds them as `Table`s.
+_workshops = Workshop.metadata.tables[Workshop.__tablename__]
 _TAKE_SEAT = (
     _workshops.update()
     .where(
@@ -67,7 +69,7 @@ _RELEASE_SEAT = (
     .where(_workshops.c.id == bindparam("workshop_id"))
     .values(seats_taken=_workshops.c.seats_taken - 1)
 )
-_registrations = Registration.__table__
+_registrations = Registration.metadata.tables[Registration.__tablename__]
 _CANCEL_PLACE = (
     _registrations.update()
     .where(
@@ -221,7 +223,8 @@ class RegistrationService:
     ) -> CancelResult:
         """Cancel one live place in the caller's transaction: free the seat, promote the first
         person waiting, tell the channel. Also used by erasure (bot/services/privacy/personal_data.py)."""
-        changed = await session.execute(
+        changed = await affected_rows(
+            session,
             _CANCEL_PLACE,
             {
                 "registration_id": registration_id,
@@ -229,7 +232,7 @@ class RegistrationService:
                 "now": now,
             },
         )
-        if changed.rowcount != 1:
+        if changed != 1:
             return CancelResult(CancelOutcome.NOT_REGISTERED)
         was_waitlisted = registration_status == RegistrationStatus.WAITLISTED
         promoted = None
@@ -359,8 +362,7 @@ async def seat_or_waitlist(
 
 async def take_seat(session: AsyncSession, workshop_id: int) -> bool:
     """Take one seat if any is left: the guard that makes overselling impossible."""
-    result = await session.execute(_TAKE_SEAT, {"workshop_id": workshop_id})
-    return result.rowcount == 1
+    return await affected_rows(session, _TAKE_SEAT, {"workshop_id": workshop_id}) == 1
 
 
 async def release_seat(session: AsyncSession, workshop_id: int) -> None:
@@ -399,4 +401,5 @@ async def promote_from_waitlist(
             created_at=now,
         )
     )
-    return first.resident_id
+    promoted: int = first.resident_id
+    return promoted

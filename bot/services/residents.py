@@ -11,6 +11,7 @@ from sqlalchemy import and_, bindparam, case, or_, select, true, update
 from bot.clock import Clock
 from storage.db import Database
 from storage.models import ConsentEvent, Resident
+from storage.results import affected_rows
 
 # Bumped when the privacy notice changes in substance, so consent history says what was agreed.
 NOTICE_VERSION = "2026-11"
@@ -152,12 +153,13 @@ class ResidentService:
     async def set_language(self, telegram_id: int, language: str) -> bool:
         """Remember the person's language; False when they are not a (consenting) resident."""
         async with self._db.write() as session:
-            result = await session.execute(
+            changed = await affected_rows(
+                session,
                 update(Resident)
                 .where(Resident.telegram_id == telegram_id, Resident.consented_at.is_not(None))
-                .values(language=language, last_seen_at=self._clock.now())
+                .values(language=language, last_seen_at=self._clock.now()),
             )
-            return result.rowcount == 1
+            return changed == 1
 
     async def mark_unreachable(self, resident_id: int) -> None:
         """Telegram said the person blocked the bot or left: stop writing to them."""

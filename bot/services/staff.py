@@ -29,6 +29,7 @@ from storage.models import (
     StaffMember,
     StaffRole,
 )
+from storage.results import affected_rows
 
 # Outbox kind of the short message telling someone a role was given or taken back.
 ROLE_NOTICE = "role_change"
@@ -61,7 +62,7 @@ class StaffService:
         # may have added someone); kept in step with this instance's own changes.
         self._pending_menus: set[int] = set()
 
-    def _insert(self, table: type[StaffMember]) -> SqliteInsert | PgInsert:
+    def _insert(self, table: type[StaffMember | PendingStaffMenu]) -> SqliteInsert | PgInsert:
         """The dialect's INSERT, which knows ON CONFLICT DO NOTHING."""
         return (sqlite_insert if self._db.is_sqlite else pg_insert)(table)
 
@@ -143,12 +144,13 @@ class StaffService:
                 return RoleOutcome.NOT_ALLOWED
             if role == COORDINATOR and coordinators == {target_id}:
                 return RoleOutcome.LAST_COORDINATOR
-            removed = await session.execute(
+            removed = await affected_rows(
+                session,
                 delete(StaffMember).where(
                     StaffMember.telegram_id == target_id, StaffMember.role == role
-                )
+                ),
             )
-            if removed.rowcount != 1:
+            if removed != 1:
                 return RoleOutcome.NOT_HELD
             await _record(session, actor_id, target_id, role, "revoke", now)
             return RoleOutcome.DONE
@@ -214,10 +216,10 @@ class StaffService:
         """Forget that the person's menu waits; True when it did."""
         self._pending_menus.discard(telegram_id)
         async with self._db.write() as session:
-            removed = await session.execute(
-                delete(PendingStaffMenu).where(PendingStaffMenu.telegram_id == telegram_id)
+            removed = await affected_rows(
+                session, delete(PendingStaffMenu).where(PendingStaffMenu.telegram_id == telegram_id)
             )
-        return removed.rowcount == 1
+        return removed == 1
 
 
 async def _coordinators(session: AsyncSession) -> set[int]:

@@ -116,8 +116,8 @@ class Translator:
 
     def resolve_language(self, chosen: str | None, telegram_code: str | None) -> str:
         """The person's choice wins over their Telegram language, which wins over the default."""
-        if chosen in self.catalogs:
-            return chosen  # type: ignore[return-value]
+        if chosen is not None and chosen in self.catalogs:
+            return chosen
         if telegram_code:
             base = telegram_code.split("-")[0].lower()
             if base in self.catalogs:

@@ -288,15 +288,15 @@ class BotApi:
             rows = _validated_inline_keyboard(markup["inline_keyboard"])
             return ({"inline_keyboard": rows} if any(rows) else None), None
         if "keyboard" in markup:
-            rows = markup["keyboard"]
-            if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+            keyboard = markup["keyboard"]
+            if not isinstance(keyboard, list) or not all(isinstance(row, list) for row in keyboard):
                 raise bad_request("can't parse reply keyboard markup JSON object")
             texts = [
                 [
                     button if isinstance(button, str) else str(button.get("text", ""))
                     for button in row
                 ]
-                for row in rows
+                for row in keyboard
             ]
             return None, texts
         if markup.get("remove_keyboard"):

@@ -273,12 +273,14 @@ class EmulatorClient:
         ``responses_429``, ``rate_limited`` (by the flood limits), ``injected_failures``,
         ``max_per_second`` and ``max_per_chat_per_second`` (busiest one-second windows),
         ``pending_updates``, ``chats``, ``users``, ``last_seq``, the configured rates."""
-        return await self.call("GET", "/stats")
+        stats: dict[str, Any] = await self.call("GET", "/stats")
+        return stats
 
     async def traffic(self, after: int = 0) -> dict[str, Any]:
         """Accepted sends from index ``after``: ``times`` (seconds since the emulator started),
         ``chat_ids``, and ``next`` (the index to continue from)."""
-        return await self.call("GET", "/traffic", params={"after": after})
+        traffic: dict[str, Any] = await self.call("GET", "/traffic", params={"after": after})
+        return traffic
 
     async def fail_next(
         self,
@@ -309,13 +311,16 @@ class EmulatorClient:
         registered public URL: the emulator plays the reverse proxy in front of the bot."""
         await self.call("POST", "/webhook", json={"via": via})
 
-    async def commands(self, scope: str = "default", language_code: str = "") -> list[dict]:
+    async def commands(
+        self, scope: str = "default", language_code: str = ""
+    ) -> list[dict[str, Any]]:
         """The bot's commands for a scope: "default", "all_private_chats", "all_group_chats",
         "all_chat_administrators", "chat:<id>", "chat_administrators:<id>",
         "chat_member:<chat id>:<user id>"."""
-        return await self.call(
+        commands: list[dict[str, Any]] = await self.call(
             "GET", "/commands", params={"scope": scope, "language_code": language_code}
         )
+        return commands
 
     async def events(
         self, after: int = 0, *, timeout: float = 0.0, limit: int = 1000
@@ -335,7 +340,8 @@ class EmulatorClient:
         await self.call("POST", "/reset")
 
     async def download(self, file_id: str) -> bytes:
-        return await self.call("GET", f"/files/{file_id}")
+        content: bytes = await self.call("GET", f"/files/{file_id}")
+        return content
 
 
 class ChatView:
@@ -457,12 +463,14 @@ class ChatView:
             raise
         self._press_seqs[body["query_id"]] = body["seq"]
         self._observe(body["seq"])
-        return body["query_id"]
+        query_id: str = body["query_id"]
+        return query_id
 
     async def _post(self, body: dict[str, Any]) -> int:
         answer = await self.client.call("POST", f"/chats/{self.chat_id}/messages", json=body)
         self._observe(answer["seq"])
-        return answer["message_id"]
+        message_id: int = answer["message_id"]
+        return message_id
 
 
 class SimulatedUser(ChatView):

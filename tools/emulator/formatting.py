@@ -10,6 +10,7 @@ are in UTF-16 code units, as in the Bot API.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 ENTITY_BY_TAG = {
     "b": "bold",
@@ -134,13 +135,13 @@ def _unescape(value: str) -> str:
     return "".join(parts)
 
 
-def _entity_for(tag: _OpenTag, end_offset: int) -> dict | None:
+def _entity_for(tag: _OpenTag, end_offset: int) -> dict[str, Any] | None:
     """The Bot API MessageEntity a closed tag produces, or None for an empty span."""
     length = end_offset - tag.offset
     if length <= 0:
         return None
     kind = ENTITY_BY_TAG[tag.name]
-    entity: dict = {"type": kind, "offset": tag.offset, "length": length}
+    entity: dict[str, Any] = {"type": kind, "offset": tag.offset, "length": length}
     if kind == "text_link":
         url = tag.attributes.get("href", "")
         if not url:
@@ -184,7 +185,7 @@ def _open_tag(text: str, index: int, stack: list[_OpenTag], offset: int) -> int:
 
 def _close_tag(
     text: str, index: int, stack: list[_OpenTag], offset: int
-) -> tuple[int, dict | None]:
+) -> tuple[int, dict[str, Any] | None]:
     """Handles an end tag at ``text[index:index+2] == '</'``; returns the index after it and the
     entity it closes."""
     end = text.find(">", index)
@@ -208,10 +209,10 @@ def _close_tag(
     return end + 1, _entity_for(tag, offset)
 
 
-def parse_html(text: str) -> tuple[str, list[dict]]:
+def parse_html(text: str) -> tuple[str, list[dict[str, Any]]]:
     """Returns the plain text and the entities Telegram derives from ``text`` in HTML mode."""
     plain: list[str] = []
-    entities: list[dict] = []
+    entities: list[dict[str, Any]] = []
     stack: list[_OpenTag] = []
     offset = 0
     index = 0
@@ -238,14 +239,14 @@ def parse_html(text: str) -> tuple[str, list[dict]]:
     return "".join(plain), entities
 
 
-def strip_text(text: str, entities: list[dict]) -> tuple[str, list[dict]]:
+def strip_text(text: str, entities: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     """Trims surrounding whitespace as Telegram does, keeping entities aligned with the text."""
     stripped = text.strip()
     if stripped == text:
         return text, entities
     shift = utf16_len(text[: len(text) - len(text.lstrip())])
     limit = utf16_len(stripped)
-    kept: list[dict] = []
+    kept: list[dict[str, Any]] = []
     for entity in entities:
         start = max(entity["offset"] - shift, 0)
         end = min(entity["offset"] + entity["length"] - shift, limit)

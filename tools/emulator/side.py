@@ -127,10 +127,14 @@ class SideApi:
 
     async def configure(self, request: web.Request) -> web.Response:
         body = await _body(request)
-        changes = {key: body[key] for key in ("global_rate", "per_chat_rate") if key in body}
-        for value in changes.values():
+        changes: dict[str, float | None] = {}
+        for key in ("global_rate", "per_chat_rate"):
+            if key not in body:
+                continue
+            value = body[key]
             if value is not None and (not isinstance(value, int | float) or value <= 0):
                 raise SideError(400, "rates are positive numbers, or null for no limit")
+            changes[key] = value
         if "per_chat_burst" in body:
             burst = body["per_chat_burst"]
             if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
@@ -226,7 +230,9 @@ class SideApi:
             ]
         )
 
-    def _sender_and_chat(self, chat_id: int, body: dict[str, Any]) -> tuple[dict | None, Chat]:
+    def _sender_and_chat(
+        self, chat_id: int, body: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, Chat]:
         """The user writing (None in a channel) and the chat, registering both if new."""
         chat_fields = body.get("chat") or {}
         chat_type = chat_fields.get("type", PRIVATE)
@@ -309,7 +315,7 @@ class SideApi:
             raise SideError(404, f"no inline keyboard on {where} in chat {chat.id}", buttons=[])
         rows = message.version.payload.get("reply_markup", {}).get("inline_keyboard", [])
         buttons = [button for row in rows for button in row]
-        matchers: list[Callable[[dict], bool]] = [
+        matchers: list[Callable[[dict[str, Any]], bool]] = [
             lambda button: button["text"] == wanted,
             lambda button: wanted in button["text"],
             lambda button: button.get("callback_data") == wanted,

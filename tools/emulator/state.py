@@ -181,7 +181,8 @@ class Chat:
 
     @property
     def type(self) -> str:
-        return self.info["type"]
+        kind: str = self.info["type"]
+        return kind
 
     def events_after(self, seq: int) -> Iterator[Event]:
         start = bisect_right(self.events, seq, key=_event_seq)
@@ -194,7 +195,7 @@ class Chat:
         return None
 
 
-def _trim(history: list, limit: int) -> None:
+def _trim(history: list[Any], limit: int) -> None:
     """Drops the oldest half-excess at once, so trimming costs O(1) per append on average."""
     if len(history) > 2 * limit:
         del history[: len(history) - limit]
@@ -304,7 +305,8 @@ class EmulatorState:
         if "per_chat_burst" in changes:
             self.per_chat_burst = int(changes["per_chat_burst"] or 1)
         if "per_chat_rate" in changes or "per_chat_burst" in changes:
-            rate = changes.get("per_chat_rate", self.per_chat_limit and self.per_chat_limit.rate)
+            current = self.per_chat_limit.rate if self.per_chat_limit else None
+            rate = changes.get("per_chat_rate", current)
             self.per_chat_limit = RateLimit(rate, self.per_chat_burst) if rate else None
 
     def set_unreachable(self, on: bool, seconds: float | None, drop_connections: bool) -> None:
@@ -335,7 +337,7 @@ class EmulatorState:
 
     def upsert_user(self, fields: dict[str, Any]) -> tuple[dict[str, Any], Chat]:
         """Registers or refreshes a user and returns it with its private chat."""
-        user = {
+        user: dict[str, Any] = {
             "id": int(fields["id"]),
             "is_bot": False,
             "first_name": fields.get("first_name") or "Test",
@@ -395,7 +397,9 @@ class EmulatorState:
         self.updates_signal.notify()
         return update_id
 
-    async def get_updates(self, offset: int | None, limit: int, timeout: float) -> list[dict]:
+    async def get_updates(
+        self, offset: int | None, limit: int, timeout: float
+    ) -> list[dict[str, Any]]:
         """getUpdates: confirms updates below ``offset`` and long-polls for up to ``timeout``.
 
         As on Telegram, a new call ends the one still waiting (409, `poll_conflict`): two

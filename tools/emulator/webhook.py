@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -81,7 +82,7 @@ class WebhookPusher:
             failures += 1
             await state.updates_signal.wait(delay)
 
-    async def _post(self, update: dict) -> str | None:
+    async def _post(self, update: dict[str, Any]) -> str | None:
         """POST one update; None when the bot accepted it, else the error, as Telegram says it."""
         assert self._session is not None
         state = self.state

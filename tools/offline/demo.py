@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import os
 import re
@@ -576,8 +577,9 @@ async def run_demo(settings: Settings, database_url: str, *, today: date) -> Non
     quiet_logs()
     out = sys.stdout
     for stream in (sys.stdin, sys.stdout):
-        with contextlib.suppress(AttributeError, ValueError):
-            stream.reconfigure(errors="replace")  # type: ignore[attr-defined]
+        if isinstance(stream, io.TextIOWrapper):
+            with contextlib.suppress(ValueError):
+                stream.reconfigure(errors="replace")
     token = settings.demo_token.get_secret_value()
     demo_settings = offline_settings(settings, database_url=database_url)
     workshops = await prepare_database(demo_settings.database_url, demo_settings, today)

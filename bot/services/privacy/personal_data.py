@@ -42,6 +42,7 @@ from storage.models import (
     Venue,
     Workshop,
 )
+from storage.results import affected_rows
 
 # Parts of the notice an operator may rewrite in PRIVACY_NOTICE_FILE, per language. The
 # retention periods are not among them: they are said from the settings, so they stay true.
@@ -133,7 +134,8 @@ async def erase_resident(
     if resident is None:
         return None
     telegram_id = resident.telegram_id
-    claimed = await session.execute(
+    claimed = await affected_rows(
+        session,
         update(Resident)
         .where(
             Resident.id == resident_id,
@@ -154,9 +156,9 @@ async def erase_resident(
             wants_announcements=False,
             erased_at=now,
         )
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
-    if claimed.rowcount != 1:
+    if claimed != 1:
         return None
     # Future places are given up as by a cancellation: seat freed, first person waiting
     # promoted (and told), channel notified without a name.
@@ -174,8 +176,8 @@ async def erase_resident(
     ).all()
     for place in places:
         await registrations.cancel_place(session, place[0], place[1], place[2], place[3], now)
-    answer_sets = await session.execute(
-        delete(SurveyAnswerSet).where(SurveyAnswerSet.resident_id == resident_id)
+    answer_sets = await affected_rows(
+        session, delete(SurveyAnswerSet).where(SurveyAnswerSet.resident_id == resident_id)
     )
     await session.execute(
         delete(SurveyParticipation).where(SurveyParticipation.resident_id == resident_id)
@@ -201,7 +203,7 @@ async def erase_resident(
     staff = telegram_id is not None and await _holds_a_role(session, telegram_id)
     return ErasureReport(
         cancelled_places=len(places),
-        answer_sets=answer_sets.rowcount or 0,
+        answer_sets=answer_sets,
         kept_registrations=int(kept[0]),
         kept_attendances=int(kept[1]),
         staff=staff,

@@ -60,6 +60,7 @@ from storage.models import (
     SurveyAnswerSet,
     Workshop,
 )
+from storage.results import affected_rows
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +280,8 @@ class RetentionService:
     async def _blank_free_text(self, now: datetime) -> int:
         oldest_kept: date = months_before(now.astimezone(self._tz), self._free_text_months).date()
         async with self._db.write() as session:
-            result = await session.execute(
+            return await affected_rows(
+                session,
                 update(SurveyAnswer)
                 .where(
                     SurveyAnswer.free_text.is_not(None),
@@ -288,9 +290,8 @@ class RetentionService:
                     ),
                 )
                 .values(free_text=None)
-                .execution_options(synchronize_session=False)
+                .execution_options(synchronize_session=False),
             )
-            return result.rowcount or 0
 
     async def _delete_old_conversations(self, now: datetime) -> int:
         """Survey buffers (anonymous answers waiting, free text included) untouched for the
@@ -298,7 +299,8 @@ class RetentionService:
         oldest_buffer = months_before(now, self._free_text_months)
         buffer = ConversationState.conversation.startswith(BUFFER_PREFIX, autoescape=True)
         async with self._db.write() as session:
-            result = await session.execute(
+            return await affected_rows(
+                session,
                 delete(ConversationState)
                 .where(
                     or_(
@@ -308,9 +310,8 @@ class RetentionService:
                         ),
                     )
                 )
-                .execution_options(synchronize_session=False)
+                .execution_options(synchronize_session=False),
             )
-            return result.rowcount or 0
 
     async def _delete_finished_rows(self, now: datetime) -> int:
         """Finished outbox rows older than OUTBOX_RETENTION, batch after batch."""
@@ -333,18 +334,20 @@ class RetentionService:
         deleted = 0
         while True:
             async with self._db.write() as session:
-                result = await session.execute(
+                batch = await affected_rows(
+                    session,
                     delete(OutboxMessage)
                     .where(OutboxMessage.id.in_(old))
-                    .execution_options(synchronize_session=False)
+                    .execution_options(synchronize_session=False),
                 )
-            deleted += result.rowcount or 0
-            if (result.rowcount or 0) < self._outbox_batch:
+            deleted += batch
+            if batch < self._outbox_batch:
                 return deleted
 
     async def _empty_finished_payloads(self, now: datetime) -> int:
         async with self._db.write() as session:
-            result = await session.execute(
+            return await affected_rows(
+                session,
                 update(OutboxMessage)
                 .where(
                     OutboxMessage.status.in_(FINISHED),
@@ -352,9 +355,8 @@ class RetentionService:
                     cast(OutboxMessage.payload, String) != "{}",
                 )
                 .values(payload={})
-                .execution_options(synchronize_session=False)
+                .execution_options(synchronize_session=False),
             )
-            return result.rowcount or 0
 
     async def notice_still_due(self, resident_id: int) -> bool:
         """Whether a queued notice still makes sense (the person has not come back since)."""

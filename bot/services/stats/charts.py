@@ -21,6 +21,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # before anything imports pyplot: no display on a server
 
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -54,13 +55,15 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _mark_hidden(axes, positions: Sequence[float], values: Sequence[int | None], text: str) -> None:
+def _mark_hidden(
+    axes: Axes, positions: Sequence[float], values: Sequence[int | None], text: str
+) -> None:
     for position, value in zip(positions, values, strict=True):
         if value is None:
             axes.text(position, 0, text, ha="center", va="bottom", fontsize=8, color="#555555")
 
 
-def _nothing_to_plot(axes, values: Iterable[int | None], *, horizontal: bool = False) -> None:
+def _nothing_to_plot(axes: Axes, values: Iterable[int | None], *, horizontal: bool = False) -> None:
     """When every figure is hidden or zero, a 0-to-1 count axis instead of matplotlib's
     -0.04 to 0.04 around an empty bar (a negative count of people reads as a bug)."""
     if not any(values):

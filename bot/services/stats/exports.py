@@ -89,7 +89,7 @@ ANSWER_HEADER = (
 
 
 # A file to write: its header, the query streamed, and how a row becomes a CSV line.
-Table = tuple[list[str], Select[Any], Callable[[Any], list[Any]]]
+Table = tuple[list[str], Select[*tuple[Any, ...]], Callable[[Any], list[Any]]]
 
 
 class ExportService:
@@ -130,7 +130,7 @@ class ExportService:
         folder: Path,
         name: str,
         header: Sequence[str],
-        query: Select[Any],
+        query: Select[*tuple[Any, ...]],
         shape: Callable[[Any], Iterable[Any]],
     ) -> ExportFile:
         """Stream `query` in chunks into `folder/name`; rows are shaped and written off the
@@ -157,7 +157,9 @@ class ExportService:
     def _when(self, moment: datetime | None) -> str:
         return moment.astimezone(self._tz).isoformat(timespec="minutes") if moment else ""
 
-    def _scoped(self, query: Select[Any], facilitator_id: int | None) -> Select[Any]:
+    def _scoped(
+        self, query: Select[*tuple[Any, ...]], facilitator_id: int | None
+    ) -> Select[*tuple[Any, ...]]:
         if facilitator_id is None:
             return query
         return query.where(Workshop.facilitator_id == facilitator_id)
@@ -299,7 +301,7 @@ class ExportService:
             "yes" if skipped else "no",
         ]
 
-    def _answers(self, facilitator_id: int | None, *columns: Any) -> Select[Any]:
+    def _answers(self, facilitator_id: int | None, *columns: Any) -> Select[*tuple[Any, ...]]:
         query = (
             select(*columns, *self._answer_columns())
             .select_from(SurveyAnswer)

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Integer, Select, and_, bindparam, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Row,
+    ScalarSelect,
+    Select,
+    SQLColumnExpression,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.orm import aliased
 
 from bot.clock import Clock
 from storage.db import Database
 from storage.models import (
+    LocalizedText,
     Registration,
     RegistrationStatus,
     Resident,
@@ -74,7 +88,7 @@ class WorkshopCard:
     is_open: bool  # scheduled and not started: registrations accepted
 
 
-def _summary_columns() -> Select:
+def _summary_columns() -> Select[*tuple[Any, ...]]:
     return (
         select(
             Workshop.id,
@@ -92,7 +106,7 @@ def _summary_columns() -> Select:
     )
 
 
-def _summary(row) -> WorkshopSummary:
+def _summary(row: Row[*tuple[Any, ...]]) -> WorkshopSummary:
     return WorkshopSummary(
         id=row.id,
         title=row.title,
@@ -108,7 +122,10 @@ def _summary(row) -> WorkshopSummary:
 _AHEAD = Registration.__table__.alias("ahead")
 
 
-def waitlist_rank_subquery(position, workshop_id=Registration.workshop_id):
+def waitlist_rank_subquery(
+    position: SQLColumnExpression[int | None],
+    workshop_id: SQLColumnExpression[int] = Registration.workshop_id,
+) -> ScalarSelect[int]:
     """How many people wait ahead of `position`, plus one: the place shown to a person."""
     ahead = _AHEAD
     return (
@@ -122,7 +139,7 @@ def waitlist_rank_subquery(position, workshop_id=Registration.workshop_id):
     )
 
 
-def _card_statement() -> Select:
+def _card_statement() -> Select[*tuple[Any, ...]]:
     """A workshop card and the person's own place, in one statement built once: the card is
     read on almost every tap of the sign-up journey (bench/journey.py), and building a
     statement costs more than running it."""
@@ -167,7 +184,7 @@ def _card_statement() -> Select:
 _CARD = _card_statement()
 
 
-def _filtered(statement: Select) -> Select:
+def _filtered(statement: Select[*tuple[Any, ...]]) -> Select[*tuple[Any, ...]]:
     """Upcoming workshops, in a neighbourhood and of a theme when given (0: all)."""
     territory_id = bindparam("territory_id", type_=Integer)
     theme_id = bindparam("theme_id", type_=Integer)
@@ -197,7 +214,7 @@ class WorkshopCatalogue:
         self._db = db
         self._clock = clock
 
-    def _upcoming(self, territory_id: int, theme_id: int) -> list:
+    def _upcoming(self, territory_id: int, theme_id: int) -> list[ColumnElement[bool]]:
         conditions = [
             Workshop.status == WorkshopStatus.SCHEDULED,
             Workshop.starts_at > self._clock.now(),
@@ -256,7 +273,7 @@ class WorkshopCatalogue:
 
     async def filter_names(
         self, territory_id: int, theme_id: int
-    ) -> tuple[str | None, dict | None]:
+    ) -> tuple[str | None, LocalizedText | None]:
         """Names of the active filters, for the list header."""
         async with self._db.read() as session:
             territory = (

@@ -98,7 +98,7 @@ class ChatFeed:
     def __init__(
         self,
         client: EmulatorClient,
-        on_batch: Callable[[], Awaitable[None]] | None = None,
+        on_batch: Callable[[], Awaitable[object]] | None = None,
         *,
         history_limit: int = CHAT_HISTORY,
     ) -> None:

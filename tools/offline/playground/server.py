@@ -344,7 +344,8 @@ class PlaygroundServer:
 
     async def _relay(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            return await self._client.call("POST", path, json=body)
+            answer: dict[str, Any] = await self._client.call("POST", path, json=body)
+            return answer
         except EmulatorError as exc:
             raise _emulator_failed(exc) from None
 
