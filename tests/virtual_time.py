@@ -87,6 +87,9 @@ class VirtualTimer:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[VirtualTimer]:
         """With `auto`: the task that moves the time while the test and the bot wait."""
+        if not self._auto:
+            yield self
+            return
         self._driver = asyncio.create_task(self._drive(), name="virtual-timer")
         try:
             yield self
