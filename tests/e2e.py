@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from emulator.client import EmulatorClient
 from emulator.server import BotApiEmulator
 
 from bot.clock import ManualClock
+from bot.plumbing.broadcast_sending import send_budget_of
 from bot.plumbing.context import BotApplication, Services
 from bot.runtime.app import build_application
 from bot.runtime.runner import running
 from bot.settings import Settings, load_settings
+from tests.virtual_time import VirtualTimer
 
 
 def settings_for(emulator: BotApiEmulator, database_url: str, **overrides: object) -> Settings:
@@ -31,9 +33,17 @@ def settings_for(emulator: BotApiEmulator, database_url: str, **overrides: objec
 
 
 @asynccontextmanager
-async def bot_running(settings: Settings, clock: ManualClock) -> AsyncIterator[BotApplication]:
-    async with running(build_application(settings, clock=clock)) as application:
-        yield application
+async def bot_running(
+    settings: Settings, clock: ManualClock, *, timer: VirtualTimer | None = None
+) -> AsyncIterator[BotApplication]:
+    """The bot, started and stopped; with `timer`, its send budget runs on that time (its
+    windows, pace and 429 pauses jumped over instead of waited for)."""
+    application = build_application(settings, clock=clock)
+    async with AsyncExitStack() as stack:
+        if timer is not None:
+            send_budget_of(application).timer = timer  # before the first call
+            await stack.enter_async_context(timer.running())
+        yield await stack.enter_async_context(running(application))
 
 
 def services_of(application: BotApplication) -> Services:

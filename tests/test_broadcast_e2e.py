@@ -7,6 +7,7 @@ restart in the middle, stopping in flight, and residents turning announcements o
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import struct
 import zlib
@@ -37,6 +38,7 @@ from storage.models import Broadcast, OutboxMessage, Resident, Territory
 from tests.broadcast_helpers import answer_needs, outbox_counts, register, seed_residents
 from tests.e2e import bot_running, services_of, settings_for
 from tests.factories import new_clock, seed_place, seed_workshop
+from tests.virtual_time import VirtualTimer
 
 pytestmark = [pytest.mark.storage, pytest.mark.e2e]
 
@@ -104,6 +106,12 @@ async def broadcast_id_of(db: Database) -> int:
 
 def received(traffic: dict, people: set[int]) -> Counter[int]:
     return Counter(chat for chat in traffic["chat_ids"] if chat in people)
+
+
+def jumping() -> VirtualTimer:
+    """Budget time that follows the real one and jumps over every wait of the budget (its
+    pace, a chat's windows, a 429 pause) as soon as the bot has nothing else to do."""
+    return VirtualTimer(auto=True, follow_real_time=True)
 
 
 def faster_sender(application: BotApplication, rate: float) -> BroadcastSender:
@@ -199,7 +207,8 @@ async def test_five_hundred_people_with_blocked_ones_and_429s(db, database_url, 
         if person.user_id in blocked:
             await person.block(notify=False)
     staff = client.user(STAFF_ID, "Médiatrice", "fr")
-    async with bot_running(settings(server, database_url), clock) as application:
+    timer = jumping()
+    async with bot_running(settings(server, database_url), clock, timer=timer) as application:
         await stop_broadcast_sender(application)
         sender = faster_sender(application, rate=150)
         await send_to_everyone(staff)
@@ -213,6 +222,8 @@ async def test_five_hundred_people_with_blocked_ones_and_429s(db, database_url, 
             await client.fail_next("sendMessage", 429, retry_after=1)
         report = await staff.wait_message(contains="Bilan de l'envoi", timeout=60)
         assert sender.largest_claim <= BATCH == sender.batch_size
+        assert application.bot.rate_limiter.rate_limited >= 3
+    assert timer.jumped >= 3 * 1.0  # each 429 paused the budget for its retry_after
     counts = received(await client.traffic(), set(ids))
     assert set(counts) == set(ids) - blocked
     assert set(counts.values()) == {1}  # everyone else exactly once
@@ -257,7 +268,7 @@ async def test_a_restart_in_the_middle_resumes_without_duplicates(db, database_u
         await wait_until(half_done)
     stopped_at = await outbox_counts(db, broadcast_id)
     assert stopped_at.get("pending", 0) > 0  # really stopped in the middle
-    async with bot_running(config, clock):
+    async with bot_running(config, clock, timer=jumping()):
         report = await staff.wait_message(contains="Bilan de l'envoi", timeout=30)
         csv_file = await staff.wait_message(contains="CSV", timeout=10)
         content = (await staff.download(csv_file)).decode("utf-8-sig")
@@ -507,16 +518,20 @@ async def _queue_broadcast(application: BotApplication, text: str = TEXT) -> int
     return broadcast_id
 
 
-async def test_rows_taken_over_during_a_long_wait_are_not_sent_twice(db, database_url, emulator):
+async def test_rows_taken_over_during_a_long_wait_are_not_sent_twice(
+    db, database_url, emulator, caplog
+):
     """The lease is renewed once the budget grants the place, not before the wait for it."""
+    caplog.set_level(logging.INFO, logger="bot.plumbing.broadcast_sending")
     server, client = emulator
     clock = new_clock()
     ids = [95, 96, 97]
     await seed_residents(db, clock, ids)
     await client.register(*[client.user(t, f"P{t}", "fr") for t in ids])
     other_engine = Database(database_url)  # as a second running instance would have
+    timer = VirtualTimer(follow_real_time=True)
     try:
-        async with bot_running(settings(server, database_url), clock) as application:
+        async with bot_running(settings(server, database_url), clock, timer=timer) as application:
             application.bot.rate_limiter.pause(6.0)  # a 429: every message waits
             await _queue_broadcast(application)
 
@@ -533,7 +548,13 @@ async def test_rows_taken_over_during_a_long_wait_are_not_sent_twice(db, databas
             clock.advance(LEASE + timedelta(seconds=1))  # the pause outlasts the lease
             taken = await Outbox(other_engine, clock, "instance-b").claim_due(10, broadcast=True)
             assert len(taken) == len(ids)
-            await asyncio.sleep(6.5)  # the pause ends: this instance must not send them
+            timer.advance(6.5)  # the pause ends: this instance must not send them
+
+            async def all_given_up() -> bool:
+                given_up = [r for r in caplog.records if "no longer held" in r.getMessage()]
+                return len(given_up) == len(ids)
+
+            await wait_until(all_given_up, timeout=10)
             traffic = await client.traffic()
             assert not received(traffic, set(ids))
     finally:
@@ -546,11 +567,19 @@ async def test_a_recipient_who_must_wait_does_not_stall_the_batch(db, database_u
     ids = [101, 102, 103]
     await seed_residents(db, clock, ids)
     await client.register(*[client.user(t, f"P{t}", "fr") for t in ids])
-    async with bot_running(settings(server, database_url), clock) as application:
+    timer = VirtualTimer(follow_real_time=True)
+    async with bot_running(settings(server, database_url), clock, timer=timer) as application:
         budget = application.bot.rate_limiter
         budget._private_interval = 5.0  # a long per-chat wait, to see who goes first
         await application.bot.send_message(ids[0], "Une réponse")  # the first one must wait
         broadcast_id = await _queue_broadcast(application)
+
+        async def others_received() -> bool:
+            return received(await client.traffic(), set(ids)) == Counter([ids[0], *ids[1:]])
+
+        await wait_until(others_received, timeout=10)
+        assert not await _closed(db, broadcast_id)  # the first one still waits its turn
+        timer.advance(5.0)  # ...and goes once its five seconds have passed
         await wait_until(lambda: _closed(db, broadcast_id), timeout=20)
     order = [chat for chat in (await client.traffic())["chat_ids"] if chat in ids]
     assert order[0] == ids[0] and sorted(order[1:3]) == ids[1:] and order[3] == ids[0]
@@ -661,9 +690,12 @@ async def test_a_small_broadcast_leaves_its_progress_message_final(db, database_
     await seed_residents(db, clock, ids)
     await client.register(*[client.user(t, f"P{t}", "fr") for t in ids])
     staff = client.user(STAFF_ID, "Médiatrice", "fr")
-    async with bot_running(settings(server, database_url, rate_limit_per_second=30), clock):
+    timer = jumping()
+    config = settings(server, database_url, rate_limit_per_second=30)
+    async with bot_running(config, clock, timer=timer):
         progress_id = await confirm_from_preview(staff)
         await staff.wait_message(contains="Bilan de l'envoi", timeout=15)
+    assert timer.jumped >= 3.0  # the mediator's chat waited for places in its 3 s window
     # Every answer of the bot is in (the application has stopped): nothing is left to edit it.
     assert_final(await message_shown(staff, progress_id), sent=5)
     broadcast_id = await broadcast_id_of(db)
@@ -708,7 +740,7 @@ async def test_a_sender_crashed_mid_way_resumes_its_progress_message(db, databas
     assert "Envoi de l'annonce" in (shown.text or "")  # no Confirm nor Cancel any more
     assert shown.button_texts() == ["✖️ Arrêter l'envoi"]
     clock.advance(LEASE + timedelta(seconds=1))  # what the dead sender held is free again
-    async with bot_running(config, clock):
+    async with bot_running(config, clock, timer=jumping()):
         await staff.wait_message(contains="Bilan de l'envoi", timeout=30)
     assert_final(await message_shown(staff, progress_id), sent=20)
     assert set(received(await client.traffic(), set(ids))) == set(ids)
@@ -750,7 +782,8 @@ async def test_a_deleted_progress_message_is_replaced_by_a_new_one(db, database_
     await seed_residents(db, clock, ids)
     await client.register(*[client.user(t, f"P{t}", "fr") for t in ids])
     staff = client.user(STAFF_ID, "Médiatrice", "fr")
-    async with bot_running(settings(server, database_url, broadcast_rate=5), clock) as application:
+    config = settings(server, database_url, broadcast_rate=5)
+    async with bot_running(config, clock, timer=jumping()) as application:
         progress_id = await confirm_from_preview(staff)
         await staff.wait_event(kind="edit", contains="Envoi de l'annonce")
         await application.bot.delete_message(STAFF_ID, progress_id)  # the mediator deleted it

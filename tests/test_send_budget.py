@@ -1,55 +1,136 @@
-"""The shared send budget, under real python-telegram-bot, against the emulator's flood limits.
+"""The shared send budget, under real python-telegram-bot, on virtual time.
 
-The emulator answers 429 beyond its limits and records every accepted send: its record is the
-judge of "never more than the limit in any one-second window" and "one per second per chat".
+Every call goes through PTB and the Bot API emulator over HTTP, while the budget's time is a
+`VirtualTimer` that jumps over its waits: no test waits for the seconds of a window, a pace
+or a 429 pause. The judge is the record of every request with its start and answer on that
+time (`TimedRequest`): a message counts in every one-second window its request overlaps, so
+"never more than the limit in any one-second window" holds whatever the network's latency.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from emulator.client import EmulatorClient
 from emulator.server import BotApiEmulator
 from telegram.error import RetryAfter
 from telegram.ext import ExtBot
+from telegram.request import BaseRequest, RequestData
 
-from bot.plumbing.request import ResilientRequest
-from bot.plumbing.send_budget import BULK, NotSent, Pace, SendBudget, Window, counts_as_message
+from bot.plumbing.request import ResilientRequest, api_method
+from bot.plumbing.send_budget import (
+    BULK,
+    LoopTimer,
+    NotSent,
+    Pace,
+    SendBudget,
+    Window,
+    counts_as_message,
+)
+from tests.virtual_time import VirtualTimer
 
 PEOPLE = list(range(7001, 7061))
 TEXT = "Bonjour"
 
 
+@dataclass(frozen=True)
+class Request:
+    method: str
+    chat_id: int | None
+    start: float
+    end: float
+    code: int
+
+
+class TimedRequest(ResilientRequest):
+    """Records each request on the virtual time; `latency`: virtual seconds before it leaves."""
+
+    def __init__(self, timer: VirtualTimer, latency: float = 0.0) -> None:
+        super().__init__(retry_rate_limits=False)
+        self.timer = timer
+        self.latency = latency
+        self.log: list[Request] = []
+
+    async def do_request(
+        self,
+        url: str,
+        method: str,
+        request_data: RequestData | None = None,
+        read_timeout: Any = BaseRequest.DEFAULT_NONE,
+        write_timeout: Any = BaseRequest.DEFAULT_NONE,
+        connect_timeout: Any = BaseRequest.DEFAULT_NONE,
+        pool_timeout: Any = BaseRequest.DEFAULT_NONE,
+    ) -> tuple[int, bytes]:
+        start = self.timer.time()
+        if self.latency:
+            await self.timer.sleep(self.latency)
+        with self.timer.busy():  # the time stands still while the emulator answers
+            code, payload = await super().do_request(
+                url,
+                method,
+                request_data,
+                read_timeout,
+                write_timeout,
+                connect_timeout,
+                pool_timeout,
+            )
+        chat = request_data.parameters.get("chat_id") if request_data else None
+        self.log.append(
+            Request(api_method(url), int(chat) if chat else None, start, self.timer.time(), code)
+        )
+        return code, payload
+
+    def messages(self, chat_id: int | None = None) -> list[Request]:
+        """The messages Telegram accepted (to `chat_id` only, if given), in start order."""
+        return sorted(
+            (
+                r
+                for r in self.log
+                if counts_as_message(r.method)
+                and r.code == 200
+                and (chat_id is None or r.chat_id == chat_id)
+            ),
+            key=lambda r: r.start,
+        )
+
+
 @pytest.fixture
 async def emulator() -> AsyncIterator[tuple[BotApiEmulator, EmulatorClient]]:
-    async with (
-        BotApiEmulator(global_rate=10, per_chat_rate=1) as server,
-        EmulatorClient(server.side_url) as client,
-    ):
+    async with BotApiEmulator() as server, EmulatorClient(server.side_url) as client:
         await client.register(*(client.user(t, f"P{t}", "fr") for t in PEOPLE))
-        await client.configure(per_chat_burst=3)  # 3 in any 3 s per chat, as Telegram tolerates
         yield server, client
 
 
 @pytest.fixture
-async def budget_bot(emulator) -> AsyncIterator[tuple[ExtBot, SendBudget]]:
+async def timer() -> AsyncIterator[VirtualTimer]:
+    async with VirtualTimer(auto=True).running() as running:
+        yield running
+
+
+@pytest.fixture
+async def budget_bot(emulator, timer) -> AsyncIterator[tuple[ExtBot, SendBudget, TimedRequest]]:
     server, _ = emulator
-    budget = SendBudget(10, bulk_rate=10)
-    bot = ExtBot(
-        server.token,
-        base_url=server.base_url,
-        request=ResilientRequest(retry_rate_limits=False),
-        rate_limiter=budget,
-    )
+    budget = SendBudget(10, bulk_rate=10, timer=timer)
+    request = TimedRequest(timer)
+    bot = ExtBot(server.token, base_url=server.base_url, request=request, rate_limiter=budget)
     async with bot:
-        yield bot, budget
+        yield bot, budget, request
 
 
-def busiest_second(times: list[float]) -> int:
-    times = sorted(times)
-    return max((sum(1 for u in times[i:] if u - t < 1.0) for i, t in enumerate(times)), default=0)
+def most_in_one_second(requests: list[Request], period: float = 1.0) -> int:
+    """The most requests overlapping any window of `period` seconds (each counts from its
+    start to its answer: it may reach Telegram at any moment in between)."""
+    return max(
+        (
+            sum(1 for r in requests if r.start < other.end + period and r.end >= other.end)
+            for other in requests
+        ),
+        default=0,
+    )
 
 
 def test_what_counts_as_a_message() -> None:
@@ -95,103 +176,103 @@ def test_the_bulk_pace_makes_up_for_a_late_send_but_never_bursts() -> None:
     assert pace.delay(3.0) == 0.0
 
 
-async def test_never_more_than_the_limit_in_any_second(emulator, budget_bot) -> None:
-    _, client = emulator
-    bot, budget = budget_bot
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    # 25 replies and 10 broadcast sends at once, to 35 different people.
-    replies = [bot.send_message(t, TEXT) for t in PEOPLE[:25]]
-    bulk = [bot.send_message(t, TEXT, rate_limit_args=BULK) for t in PEOPLE[25:35]]
-    await asyncio.gather(*replies, *bulk)
-    elapsed = loop.time() - started
-    stats = await client.stats()
-    assert stats["rate_limited"] == 0 and stats["max_per_second"] <= 10
-    assert busiest_second((await client.traffic())["times"]) <= 10
+@pytest.mark.parametrize("latency", [0.0, 0.3])
+async def test_never_more_than_the_limit_in_any_second(emulator, timer, latency) -> None:
+    server, client = emulator
+    budget = SendBudget(10, bulk_rate=10, timer=timer)
+    request = TimedRequest(timer, latency)
+    async with ExtBot(
+        server.token, base_url=server.base_url, request=request, rate_limiter=budget
+    ) as bot:
+        started = timer.time()
+        # 25 replies and 10 broadcast sends at once, to 35 different people.
+        replies = [bot.send_message(t, TEXT) for t in PEOPLE[:25]]
+        bulk = [bot.send_message(t, TEXT, rate_limit_args=BULK) for t in PEOPLE[25:35]]
+        await asyncio.gather(*replies, *bulk)
+        elapsed = timer.time() - started
+    sent = request.messages()
+    assert len(sent) == 35 and len((await client.traffic())["times"]) == 35
+    assert most_in_one_second(sent) == 10  # the limit, reached and never passed
     assert elapsed >= 2.9  # 35 messages at 10 per second: really paced
     assert budget.sent == {"interactive": 25, "bulk": 10}
 
 
-async def test_replies_overtake_queued_broadcast_sends(emulator, budget_bot) -> None:
+async def test_replies_overtake_queued_broadcast_sends(emulator, timer, budget_bot) -> None:
     _, client = emulator
-    bot, _ = budget_bot
-    loop = asyncio.get_running_loop()
+    bot, _, request = budget_bot
     bulk = [
         asyncio.create_task(bot.send_message(t, TEXT, rate_limit_args=BULK)) for t in PEOPLE[:20]
     ]
-    await asyncio.sleep(0.5)  # the broadcast is under way, most of it still queued
-    asked = loop.time()
+    await timer.sleep(0.5)  # the broadcast is under way, most of it still queued
+    assert 3 <= len(request.messages()) <= 7
+    asked = timer.time()
     await asyncio.gather(*(bot.send_message(t, TEXT) for t in PEOPLE[40:43]))
-    waited = loop.time() - asked
-    assert waited < 0.6  # three replies behind at most one bulk spacing each
+    waited = timer.time() - asked
+    assert waited < 0.35  # three replies behind at most one bulk spacing each
     assert sum(not task.done() for task in bulk) >= 10  # the broadcast waits behind them
     await asyncio.gather(*bulk)
-    traffic = await client.traffic()
-    order = traffic["chat_ids"]
+    order = (await client.traffic())["chat_ids"]
     last_reply = max(order.index(t) for t in PEOPLE[40:43])
     assert last_reply < 12  # they went out among the first dozen, not after the twenty
-    assert (await client.stats())["rate_limited"] == 0
+    assert most_in_one_second(request.messages()) <= 10
 
 
-async def test_a_429_pauses_every_message(emulator, budget_bot) -> None:
+async def test_a_429_pauses_every_message(emulator, timer, budget_bot) -> None:
     _, client = emulator
-    bot, budget = budget_bot
-    loop = asyncio.get_running_loop()
+    bot, budget, request = budget_bot
     await client.fail_next("sendMessage", 429, retry_after=1)
-    started = loop.time()
+    started = timer.time()
     first = asyncio.create_task(bot.send_message(PEOPLE[0], TEXT))  # the one refused
-    await asyncio.sleep(0.05)
+    await timer.sleep(0.05)
+    assert budget.paused_for > 0.9 and budget.rate_limited == 1
     others = [bot.send_message(t, TEXT) for t in PEOPLE[1:4]]
     bulk = bot.send_message(PEOPLE[4], TEXT, rate_limit_args=BULK)
     await asyncio.gather(first, *others, bulk)  # the reply is retried after the pause
-    traffic = await client.traffic()
-    assert len(traffic["times"]) == 5 and budget.rate_limited == 1
+    sent = request.messages()
+    assert len(sent) == 5 and len((await client.traffic())["times"]) == 5
     # Nothing was accepted during the pause: all five went out together after it (the
     # others, asked for 50 ms after the refused one, would otherwise be a second earlier).
-    assert loop.time() - started >= 1.0
-    assert max(traffic["times"]) - min(traffic["times"]) < 0.5
+    assert min(r.start for r in sent) - started >= 1.0
+    assert max(r.start for r in sent) - min(r.start for r in sent) < 0.5
     # A broadcast send is not retried by the budget: its row goes back to the outbox.
     await client.fail_next("sendMessage", 429, retry_after=1)
     with pytest.raises(RetryAfter):
         await bot.send_message(PEOPLE[5], TEXT, rate_limit_args=BULK)
-    assert budget.paused_for > 0.5
+    assert budget.paused_for > 0.5 and budget.rate_limited == 2
     # Calls that are not messages do not wait for the pause: a button stops spinning at once.
-    answered = loop.time()
+    answered = timer.time()
     await bot.get_me()
-    assert loop.time() - answered < 0.3
+    assert timer.time() - answered < 0.3 and budget.paused_for > 0.5
 
 
-async def test_three_replies_go_at_once_a_fourth_waits_before_bulk(emulator, budget_bot) -> None:
-    _, client = emulator
-    bot, budget = budget_bot
+async def test_three_replies_go_at_once_a_fourth_waits_before_bulk(timer, budget_bot) -> None:
+    bot, budget, request = budget_bot
     person, other = PEOPLE[0], PEOPLE[1]
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    started = timer.time()
     # A reply flow (edit the card, confirm, ask the next question) goes out at once.
     await asyncio.gather(*(bot.send_message(person, str(n)) for n in range(3)))
-    assert loop.time() - started < 0.6
+    assert timer.time() - started < 0.1
     assert not budget.chat_free(person) and budget.chat_free(other)
     # A broadcast send asked first and a 4th reply both wait for a place in the 3 s window;
     # the reply goes first, the broadcast keeps a second after it.
     bulk = asyncio.create_task(bot.send_message(person, "bulk", rate_limit_args=BULK))
-    await asyncio.sleep(0.05)
+    await timer.sleep(0.05)
     fourth = await bot.send_message(person, "fourth")
     assert not bulk.done()
     assert (await bulk).message_id > fourth.message_id
-    times = sorted((await client.traffic())["times"])
+    times = [r.start for r in request.messages(person)]
     assert len(times) == 5
     assert times[3] - times[0] >= 3.0  # the 4th waited until the 1st left the window
     assert times[4] - times[3] >= 1.0
-    assert (await client.stats())["rate_limited"] == 0
+    assert most_in_one_second(request.messages(person), period=3.0) == 3
 
 
-async def test_a_group_gets_20_messages_a_minute_replies_included() -> None:
-    budget = SendBudget(10, group_per_minute=3)
-    loop = asyncio.get_running_loop()
+async def test_a_group_gets_20_messages_a_minute_replies_included(timer) -> None:
+    budget = SendBudget(10, group_per_minute=3, timer=timer)
     calls: list[float] = []
 
     async def request() -> dict:
-        calls.append(loop.time())
+        calls.append(timer.time())
         return {}
 
     for _ in range(3):
@@ -200,27 +281,30 @@ async def test_a_group_gets_20_messages_a_minute_replies_included() -> None:
     asked = asyncio.ensure_future(
         budget.process_request(request, (), {}, "sendMessage", {"chat_id": -100}, None)
     )
-    await asyncio.sleep(0.2)
+    await timer.sleep(30)
     assert not asked.done() and len(calls) == 3  # the fourth waits for the minute
-    asked.cancel()
+    await budget.process_request(request, (), {}, "sendMessage", {"chat_id": -200}, None)
+    await asked
+    assert len(calls) == 5 and calls[4] - calls[0] >= 60.0  # ...and goes once it has passed
+    assert calls[3] - calls[0] < 31  # another group was not held back meanwhile
 
 
-async def test_before_send_runs_once_the_place_is_granted(emulator, budget_bot) -> None:
+async def test_before_send_runs_once_the_place_is_granted(emulator, timer, budget_bot) -> None:
     _, client = emulator
-    bot, budget = budget_bot
-    loop = asyncio.get_running_loop()
+    bot, budget, request = budget_bot
     person = PEOPLE[0]
     await bot.send_message(person, "a reply")
-    asked = loop.time()
+    asked = timer.time()
     renewed: list[float] = []
 
     async def renew() -> bool:
-        renewed.append(loop.time())
+        renewed.append(timer.time())
         return True
 
     # The bulk send waits a second for the person's chat: the renewal comes after that wait.
     await bot.send_message(person, "bulk", rate_limit_args={**BULK, "before_send": renew})
     assert len(renewed) == 1 and renewed[0] - asked >= 0.9
+    assert request.messages(person)[-1].start >= renewed[0]
 
     async def no_longer_held() -> bool:
         return False
@@ -233,37 +317,39 @@ async def test_before_send_runs_once_the_place_is_granted(emulator, budget_bot) 
     assert budget.sent["bulk"] == before and len((await client.traffic())["times"]) == 2
     # The place was given back: the next bulk send to someone else goes at once.
     assert budget.chat_free(PEOPLE[1])
-    asked = loop.time()
+    asked = timer.time()
     await bot.send_message(PEOPLE[2], "next", rate_limit_args=BULK)
-    assert loop.time() - asked < 0.3
+    assert timer.time() - asked < 0.15
 
 
-async def test_sub_millisecond_waits_last_a_millisecond(monkeypatch) -> None:
-    budget = SendBudget(10)
+async def test_sub_millisecond_waits_last_a_millisecond() -> None:
     timeouts: list[float] = []
-    real_wait_for = asyncio.wait_for
 
-    async def recording_wait_for(awaitable, timeout):  # type: ignore[no-untyped-def]
-        timeouts.append(timeout)
-        return await real_wait_for(awaitable, timeout)
+    class RecordingTimer(LoopTimer):
+        async def wait(self, event: asyncio.Event, timeout: float) -> None:
+            timeouts.append(timeout)
+            await super().wait(event, timeout)
 
-    monkeypatch.setattr(asyncio, "wait_for", recording_wait_for)
+    budget = SendBudget(10, timer=RecordingTimer())
     await budget._wait_change(0.00001)
     assert timeouts == [0.001]
 
 
 async def test_without_an_overall_rate_replies_go_at_once_and_bulk_keeps_its_pace(
-    emulator,
+    emulator, timer
 ) -> None:
-    server, client = emulator
-    await client.configure(global_rate=None, per_chat_rate=None)
-    budget = SendBudget(0, bulk_rate=5)
-    bot = ExtBot(server.token, base_url=server.base_url, rate_limiter=budget)
-    loop = asyncio.get_running_loop()
-    async with bot:
-        started = loop.time()
+    server, _ = emulator
+    budget = SendBudget(0, bulk_rate=5, timer=timer)
+    request = TimedRequest(timer)
+    async with ExtBot(
+        server.token, base_url=server.base_url, request=request, rate_limiter=budget
+    ) as bot:
+        started = timer.time()
         await asyncio.gather(*(bot.send_message(t, TEXT) for t in PEOPLE[:20]))
-        assert loop.time() - started < 1.0
-        started = loop.time()
+        assert timer.time() - started < 0.01  # not throttled at all
+        started = timer.time()
         await asyncio.gather(*(bot.send_message(t, TEXT, rate_limit_args=BULK) for t in PEOPLE[:6]))
-        assert loop.time() - started >= 1.0  # 5 per second, and a second after the replies
+        # 5 per second, and a second after the replies to the same people.
+        assert timer.time() - started >= 1.0
+    bulk = request.messages()[20:]
+    assert len(bulk) == 6 and most_in_one_second(bulk) == 5

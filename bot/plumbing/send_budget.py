@@ -53,7 +53,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from itertools import count
-from typing import Any
+from typing import Any, Protocol
 
 from telegram.error import RetryAfter
 from telegram.ext import BaseRateLimiter
@@ -140,7 +140,7 @@ class Pace:
     sender was busy: a database write, a slow answer, the next batch claimed) lets the next
     ones start earlier by as much, up to CATCH_UP_SPACINGS spacings, so that small delays do
     not add up into a lower rate; the per-second cap still holds. A send counts from the moment its request starts until its
-    answer came back (see `Window`). Times are the event loop's monotonic clock.
+    answer came back (see `Window`). Times are the budget's `Timer` (the event loop's clock).
     """
 
     def __init__(self, rate: float) -> None:
@@ -206,6 +206,31 @@ def _chat_key(data: dict[str, Any]) -> int | str | None:
         return str(chat_id)  # @channelusername
 
 
+class Timer(Protocol):
+    """The budget's time: monotonic seconds, and waiting on them (tests give a virtual one)."""
+
+    def time(self) -> float:
+        """The current time, in seconds on a monotonic clock."""
+        ...
+
+    async def wait(self, event: asyncio.Event, timeout: float) -> None:
+        """Return once `event` is set or `timeout` seconds have passed, whichever is first."""
+        ...
+
+
+class LoopTimer:
+    """The event loop's monotonic clock, used in production."""
+
+    def time(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def wait(self, event: asyncio.Event, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(event.wait(), timeout=timeout)
+        except TimeoutError:
+            pass
+
+
 def _is_group(chat: int | str) -> bool:
     # Private chats have positive ids; groups, supergroups and channels negative ones or a name.
     return isinstance(chat, str) or chat < 0
@@ -227,10 +252,13 @@ class SendBudget(BaseRateLimiter[dict[str, Any]]):
         private_burst: int = PRIVATE_BURST,
         group_per_minute: int = GROUP_PER_MINUTE,
         max_retries: int = MAX_RETRIES,
+        timer: Timer | None = None,
     ) -> None:
         if overall_rate < 0:
             raise ValueError("the overall rate cannot be negative")
         self.overall_rate = overall_rate
+        # Where every time of the budget comes from; set before the first call, never after.
+        self.timer: Timer = timer or LoopTimer()
         self._overall = _window_for(overall_rate) if overall_rate > 0 else None
         self._private_interval = private_chat_interval
         self._private_burst = private_burst
@@ -289,7 +317,7 @@ class SendBudget(BaseRateLimiter[dict[str, Any]]):
 
     def _forget_quiet_chats(self) -> None:
         """Memory stays flat whatever the audience: chats that hold no place are forgotten."""
-        now = asyncio.get_running_loop().time()
+        now = self.timer.time()
         for chat in [c for c, ws in self._chats.items() if all(w.idle_since(now) for w in ws)]:
             del self._chats[chat]
 
@@ -325,7 +353,7 @@ class SendBudget(BaseRateLimiter[dict[str, Any]]):
         """Whether a bulk call to `chat_id` is held back by nothing about that chat (a message
         in the last second, a private chat's burst, a group's 20 per minute): the broadcast sender sends to such a
         recipient first rather than stall its batch behind one who must wait."""
-        now = asyncio.get_running_loop().time()
+        now = self.timer.time()
         chat = _chat_key({"chat_id": chat_id})
         assert chat is not None
         windows = self._chats.get(chat)
@@ -336,10 +364,7 @@ class SendBudget(BaseRateLimiter[dict[str, Any]]):
         if math.isinf(delay):
             await changed.wait()
             return
-        try:
-            await asyncio.wait_for(changed.wait(), timeout=max(delay, MIN_WAIT_S))
-        except TimeoutError:
-            pass
+        await self.timer.wait(changed, max(delay, MIN_WAIT_S))
 
     async def _take_place(
         self, bulk: bool, chat: int | str | None
@@ -347,12 +372,11 @@ class SendBudget(BaseRateLimiter[dict[str, Any]]):
         """Wait for this call's turn, then hold its places in the windows.
 
         Returns the windows and the bulk pace's previous slot (to give them back)."""
-        loop = asyncio.get_running_loop()
         ticket = _Ticket(bulk, chat, next(self._order))
         self._waiting.append(ticket)
         try:
             while True:
-                now = loop.time()
+                now = self.timer.time()
                 delay = self._delay(ticket, now)
                 if delay <= 0 and not self._overtaken(ticket, now):
                     break
@@ -371,7 +395,7 @@ class SendBudget(BaseRateLimiter[dict[str, Any]]):
                 windows = (self._overall, *windows)
         for window in windows:
             window.started()
-        previous_slot = self.pace.started(loop.time()) if bulk else -math.inf
+        previous_slot = self.pace.started(self.timer.time()) if bulk else -math.inf
         self._notify()
         return windows, previous_slot
 
@@ -384,7 +408,7 @@ class SendBudget(BaseRateLimiter[dict[str, Any]]):
         self._notify()
 
     def _release(self, bulk: bool, windows: tuple[Window, ...]) -> None:
-        now = asyncio.get_running_loop().time()
+        now = self.timer.time()
         for window in windows:
             window.ended(now)
         if bulk:
@@ -393,7 +417,7 @@ class SendBudget(BaseRateLimiter[dict[str, Any]]):
 
     def pause(self, seconds: float) -> None:
         """Nothing goes out for `seconds` (Telegram's retry_after)."""
-        now = asyncio.get_running_loop().time()
+        now = self.timer.time()
         if now + seconds > self._paused_until:
             self._paused_until = now + seconds
             self.pace.pause(seconds, now)
@@ -402,7 +426,7 @@ class SendBudget(BaseRateLimiter[dict[str, Any]]):
     @property
     def paused_for(self) -> float:
         """Seconds left of a 429 pause (0 when none)."""
-        return max(0.0, self._paused_until - asyncio.get_running_loop().time())
+        return max(0.0, self._paused_until - self.timer.time())
 
     async def process_request(
         self,
