@@ -37,6 +37,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
+from bot.services.conversations import SURVEY_TEXT
 from bot.services.outbox import enqueue_once
 from bot.services.registration import consenting_resident
 from bot.services.reminders import ReminderPolicy
@@ -50,6 +51,11 @@ from bot.services.surveys.definitions import (
     SurveyDef,
 )
 from bot.services.surveys.digest import RunDigest, read_digest
+from bot.services.surveys.written_question import (
+    awaited,
+    question_shown,
+    survey_finished,
+)
 from bot.settings import Settings
 from storage.db import Database
 from storage.models import (
@@ -78,8 +84,6 @@ INVITATION = "survey_invitation"
 RESPONSE_CARD = "survey_response"
 DIGEST = "survey_digest"
 
-# A typed message answers a text question only this long after the question was shown.
-TEXT_ANSWER_WINDOW = timedelta(hours=24)
 # The buffer of a person's anonymous answers (ConversationState.conversation / .state).
 BUFFER_PREFIX = "survey:"
 ANSWERING = "answering"
@@ -424,10 +428,14 @@ class SurveyService:
 
     async def awaiting_text(self, telegram_id: int) -> WaitingText | None:
         """The participation waiting for a written answer, if any: only the question shown
-        last among the person's surveys, and only for TEXT_ANSWER_WINDOW after it was shown
-        (a text days later is not an answer to a forgotten question)."""
+        last among the person's surveys (its "survey_text" conversation), and only for
+        TEXT_ANSWER_WINDOW after it was shown."""
         now = self._clock.now()
         async with self._db.read() as session:
+            waiting = await session.get(ConversationState, (telegram_id, SURVEY_TEXT))
+            participation_id = (
+                None if waiting is None else awaited(waiting.data, waiting.updated_at, now)
+            )
             last = (
                 await session.execute(
                     select(
@@ -438,17 +446,13 @@ class SurveyService:
                         SurveyRun.closes_at,
                     )
                     .join(SurveyRun, SurveyRun.id == SurveyParticipation.run_id)
-                    .join(Resident, Resident.id == SurveyParticipation.resident_id)
                     .where(
-                        Resident.telegram_id == telegram_id,
+                        SurveyParticipation.id == participation_id,
                         SurveyParticipation.status == ParticipationStatus.IN_PROGRESS,
-                        SurveyParticipation.asked_at.is_not(None),
                     )
-                    .order_by(SurveyParticipation.asked_at.desc(), SurveyParticipation.id.desc())
-                    .limit(1)
                 )
             ).one_or_none()
-        if last is None or last.asked_at <= now - TEXT_ANSWER_WINDOW:
+        if last is None or last.asked_at is None:
             return None
         if last.closes_at is not None and last.closes_at <= now:
             return None
@@ -910,6 +914,9 @@ class SurveyService:
         question = run.survey.question(current or "")
         assert question is not None
         run.participation.asked_at = self._clock.now()
+        await question_shown(
+            session, run.telegram_id, run.participation.id, question, run.participation.asked_at
+        )
         index = run.survey.index_of(question.key)
         asked = AskedQuestion(
             participation_id=run.participation.id,
@@ -1136,6 +1143,9 @@ class SurveyService:
         participation.status = ParticipationStatus.COMPLETED
         participation.current_question = None
         participation.asked_at = None
+        await survey_finished(
+            session, self.catalog, run.telegram_id, participation.resident_id, participation.id
+        )
         if survey.anonymous:
             buffer = await self._buffer(session, run)
             assert buffer is not None  # every question answered or skipped wrote to it
