@@ -436,6 +436,8 @@ class SurveyService:
             participation_id = (
                 None if waiting is None else awaited(waiting.data, waiting.updated_at, now)
             )
+            if participation_id is None:
+                return None
             last = (
                 await session.execute(
                     select(
