@@ -8,18 +8,18 @@ from bot.plumbing.context import BotApplication
 from bot.text.i18n import Translator
 from handlers import channel as _channel_renderers  # noqa: F401  (registers its renderer)
 from handlers.attendance import attendance_handlers
-from handlers.broadcasts import CAPTURE_GROUP as BROADCAST_CAPTURE_GROUP
-from handlers.broadcasts import broadcast_capture_handler, broadcast_handlers
+from handlers.broadcasts import broadcast_handlers
+from handlers.free_text import FREE_TEXT_GROUP, free_text_handler
 from handlers.guard import install_guard
-from handlers.mediator import CAPTURE_GROUP, mediator_capture_handlers, mediator_handlers
+from handlers.mediator import mediator_handlers
 from handlers.privacy import ACTIVITY_GROUP, activity_handler, privacy_handlers
 from handlers.reminders import reminder_handlers
 from handlers.resident import resident_handlers
 from handlers.staff_menus import MENU_GROUP, waiting_menu_handler
 from handlers.staff_roles import staff_role_handlers
 from handlers.stats import stats_handlers
-from handlers.surveys import TEXT_CAPTURE_GROUP, survey_handlers, survey_text_handler
-from handlers.workshop_admin import STAFF_TEXT_GROUP, staff_text_handler, workshop_admin_handlers
+from handlers.surveys import survey_handlers
+from handlers.workshop_admin import workshop_admin_handlers
 
 # Commands shown in the menu of every resident, in this order; descriptions are the
 # `commands.<name>` messages of the locales.
@@ -65,22 +65,19 @@ def register_handlers(application: BotApplication) -> None:
     application.add_handler(activity_handler(), group=ACTIVITY_GROUP)
     # A staff menu that Telegram refused (never opened the bot) is set at the next update.
     application.add_handler(waiting_menu_handler(), group=MENU_GROUP)
-    # The message after "talk to a mediator" (group -25) comes before written survey answers
-    # (group -20); handlers/mediator.py lets a survey question shown later take the text.
-    application.add_handlers(mediator_capture_handlers(), group=CAPTURE_GROUP)
-    # Typed answers of /newworkshop, /editworkshop and /enrol; then their commands and buttons.
-    application.add_handler(staff_text_handler(), group=STAFF_TEXT_GROUP)
+    # What a person types in private goes to their open conversation, if one takes it: a
+    # broadcast draft, /newworkshop, /editworkshop or /enrol, the message to a mediator, a
+    # written survey answer (one read; precedence in bot/services/conversations.py).
+    application.add_handler(free_text_handler(), group=FREE_TEXT_GROUP)
+    # Group 0 from here: commands and buttons, the first matching handler wins.
     application.add_handlers(workshop_admin_handlers())
     application.add_handlers(staff_role_handlers())
-    # /broadcast: the text or photo of a draft, then the command and its buttons.
-    application.add_handler(broadcast_capture_handler(), group=BROADCAST_CAPTURE_GROUP)
     application.add_handlers(broadcast_handlers())
     application.add_handlers(mediator_handlers())
     application.add_handlers(reminder_handlers())
     application.add_handlers(attendance_handlers())
     application.add_handlers(stats_handlers())
-    # Written survey answers, before the resident's catch-all nudge; then /needs and buttons.
-    application.add_handler(survey_text_handler(), group=TEXT_CAPTURE_GROUP)
+    # /needs and the survey buttons, before the resident's catch-all button.
     application.add_handlers(survey_handlers())
     # /privacy, /mydata, /forget and their buttons, before the resident's catch-all button.
     application.add_handlers(privacy_handlers())

@@ -1,8 +1,10 @@
 """/broadcast: compose an announcement, choose its audience, preview, confirm, follow it live.
 
 Composition is kept in the database (bot/services/broadcasts/drafts.py), so a restart in the middle
-loses nothing. Typed text and photos are captured in group CAPTURE_GROUP only while the
-person is composing. Every staff call, buttons included, checks the role again.
+loses nothing. Typed text and photos reach `capture` through the free-text router
+(handlers/free_text.py) only while the person is composing. Every staff call, buttons
+included, checks the role again. What the broadcast sender shows (the announcement, the
+progress, the report) is in handlers/broadcast_progress.py.
 
 Residents get each announcement with a "🔕 Stop announcements" button, and can turn
 announcements back on from that message or from the language screen.
@@ -10,44 +12,31 @@ announcements back on from that message or from the language screen.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Update
-from telegram.constants import ParseMode
-from telegram.error import BadRequest
+from telegram import InlineKeyboardButton, Update
 from telegram.ext import (
     ApplicationHandlerStop,
     BaseHandler,
     CallbackQueryHandler,
     CommandHandler,
-    MessageHandler,
     filters,
 )
 
 from bot.plumbing.broadcast_sending import kick_broadcasts
 from bot.plumbing.callbacks import Callback, define_actions
 from bot.plumbing.context import BotContext
-from bot.plumbing.delivery import Outgoing
 from bot.services.broadcasts.drafts import (
-    BLOCKED,
     NEEDS_SURVEY,
-    NOT_PREPARED,
-    OPTED_OUT,
-    REPORT_KIND,
-    UNREACHABLE,
-    BroadcastMessage,
     Draft,
-    Progress,
     Step,
     TakeOutcome,
 )
-from bot.services.outbox import ClaimedMessage
+from bot.services.conversations import Conversation
 from bot.text.i18n import LANGUAGE_NAMES, Html
 from handlers import views
+from handlers.broadcast_progress import broadcast_outgoing
 from handlers.common import Reply, pressed_button
-from handlers.notices import renders
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +57,10 @@ define_actions(
     }
 )
 CALLBACK_PATTERN = r"^1\|B"
-CAPTURE_GROUP = -60
 PRIVATE = filters.ChatType.PRIVATE
 STAFF_ROLES = ("mediator",)  # coordinators may do everything
 # Audience kinds by button index (callback data carries the index).
 KINDS = ("all", "territory", "registrants", "waitlist", "need", "language")
-FAILURES_INLINE = 10  # more failures than this go in a CSV file
 NEEDS_QUESTION = "hard_tasks"
 _STAFF_ACTIONS = frozenset(
     {
@@ -114,13 +101,14 @@ async def broadcast_command(update: Update, context: BotContext) -> None:
     await r.send(r.t("broadcast.ask_text"), [_cancel_row(r)])
 
 
-async def capture(update: Update, context: BotContext) -> None:
-    """The text or photo of a draft; anyone not composing falls through to group 0."""
+async def capture(update: Update, context: BotContext, conversation: Conversation) -> None:
+    """The text or photo of a draft (routed by handlers/free_text.py); at another step, or
+    another kind of message, it is not for the draft."""
     message, user = update.effective_message, update.effective_user
-    if message is None or user is None:
+    if message is None or user is None or (message.text is None and not message.photo):
         return
     service = context.services.broadcasts
-    draft = await service.draft(user.id)
+    draft = service.draft_from(conversation.state, conversation.data, conversation.updated_at)
     if draft is None or draft.step not in (Step.TEXT, Step.PHOTO):
         return
     r = await Reply.for_update(update, context)
@@ -131,10 +119,10 @@ async def capture(update: Update, context: BotContext) -> None:
     if message.photo:
         caption = message.caption_html if message.caption else None
         result = await service.take_photo(
-            user.id, message.photo[-1].file_id, caption, len(message.caption or "")
+            user.id, message.photo[-1].file_id, caption, len(message.caption or ""), draft=draft
         )
     elif message.text is not None and draft.step is Step.TEXT:
-        result = await service.take_text(user.id, message.text_html, len(message.text))
+        result = await service.take_text(user.id, message.text_html, len(message.text), draft=draft)
     elif draft.step is Step.PHOTO:
         await r.send(r.t("broadcast.ask_photo"), _photo_keyboard(r))
         raise ApplicationHandlerStop
@@ -229,27 +217,6 @@ async def _audience_choices(r: Reply, kind_index: int, page: int = 0) -> None:
     keyboard.append([r.button(r.label("broadcast.button.back"), "broadcast_back")])
     keyboard.append(_cancel_row(r))
     await r.show(text, keyboard)
-
-
-def broadcast_outgoing(r: Reply, text: str, photo_file_id: str | None) -> Outgoing:
-    """The announcement as a resident gets it: the text (or a photo and its caption) and the
-    button to stop announcements."""
-    keyboard = InlineKeyboardMarkup(
-        [[r.button(r.label("broadcast.button.optout"), "broadcast_optout")]]
-    )
-    if photo_file_id:
-        return Outgoing(
-            "send_photo",
-            {
-                "photo": photo_file_id,
-                "caption": text,
-                "parse_mode": ParseMode.HTML,
-                "reply_markup": keyboard,
-            },
-        )
-    return Outgoing(
-        "send_message", {"text": text, "parse_mode": ParseMode.HTML, "reply_markup": keyboard}
-    )
 
 
 async def _describe(r: Reply, audience: dict) -> str:
@@ -495,161 +462,9 @@ _RESIDENT = {
 }
 
 
-# -- sending, progress and report ------------------------------------------------------------
-
-
-async def render_broadcast(
-    context: BotContext, message: ClaimedMessage, content: BroadcastMessage
-) -> list[Outgoing] | None:
-    """A broadcast row, rendered at send time in its recipient's language (by the sender)."""
-    assert message.chat_id is not None
-    r = Reply.for_recipient(context, message.chat_id, message.language)
-    return [broadcast_outgoing(r, content.text, content.photo_file_id)]
-
-
-def _duration(r: Reply, seconds: float) -> str:
-    if seconds < 90:
-        return r.t("broadcast.eta_seconds", seconds=max(1, round(seconds)))
-    return r.t("broadcast.eta_minutes", minutes=round(seconds / 60))
-
-
-def progress_view(
-    r: Reply, progress: Progress, seconds_left: float, *, final: bool
-) -> tuple[str, views.Keyboard]:
-    counts = r.t(
-        "broadcast.counts",
-        total=progress.recipients,
-        sent=progress.sent,
-        blocked=progress.blocked,
-        failed=progress.failed,
-    )
-    if final:
-        cancelled = progress.status == "cancelled"
-        key = "broadcast.progress_cancelled" if cancelled else "broadcast.progress_done"
-        lines = [r.t(key), counts]
-        if progress.cancelled:
-            lines.append(r.t("broadcast.not_sent", number=progress.cancelled))
-        return "\n".join(lines), []
-    lines = [
-        r.t("broadcast.progress_title"),
-        counts,
-        r.t("broadcast.remaining", number=progress.remaining, eta=Html(_duration(r, seconds_left))),
-    ]
-    keyboard = [
-        [r.button(r.label("broadcast.button.stop"), "broadcast_stop", progress.broadcast_id)]
-    ]
-    return "\n".join(lines), keyboard
-
-
-async def _staff_reply(context: BotContext, chat_id: int) -> Reply:
-    profile = await context.services.residents.profile(chat_id)
-    return Reply.for_recipient(context, chat_id, profile.language if profile else None)
-
-
-async def show_progress(
-    context: BotContext, progress: Progress, seconds_left: float, final: bool
-) -> int | None:
-    """Edit the progress message (for the broadcast sender); when there is none, or Telegram
-    refuses the edit (the message was deleted, or is too old), send a new one and return its
-    id, to be recorded."""
-    if progress.progress_chat_id is None:
-        return None
-    r = await _staff_reply(context, progress.progress_chat_id)
-    text, keyboard = progress_view(r, progress, seconds_left, final=final)
-    markup = InlineKeyboardMarkup(keyboard) if keyboard else None
-    if progress.progress_message_id is not None:
-        try:
-            await context.bot.edit_message_text(
-                text,
-                chat_id=progress.progress_chat_id,
-                message_id=progress.progress_message_id,
-                parse_mode=ParseMode.HTML,
-                reply_markup=markup,
-            )
-            return None
-        except BadRequest as exc:
-            if "not modified" in exc.message.lower():
-                return None  # already showing this (shown again after a restart)
-            log.info("progress message of broadcast %s replaced: %s", progress.broadcast_id, exc)
-    sent = await context.bot.send_message(
-        progress.progress_chat_id, text, parse_mode=ParseMode.HTML, reply_markup=markup
-    )
-    return sent.message_id
-
-
-def _reason(r: Reply, error: str) -> str:
-    """Why a person did not get the message, in words (Telegram's own text otherwise)."""
-    known = {
-        BLOCKED: "blocked",
-        OPTED_OUT: "opted_out",
-        UNREACHABLE: "unreachable",
-        NOT_PREPARED: "not_prepared",
-    }
-    return r.label(f"broadcast.reason.{known[error]}") if error in known else error
-
-
-@renders(REPORT_KIND)
-async def render_report(context: BotContext, message: ClaimedMessage) -> list[Outgoing] | None:
-    """The delivery report, once a broadcast is over: counts, then the failures (a CSV file
-    when there are many). People appear under a pseudonym, never their Telegram id."""
-    assert message.chat_id is not None
-    broadcast_id = int(message.payload["broadcast_id"])
-    service = context.services.broadcasts
-    progress = await service.progress(broadcast_id)
-    if progress is None:
-        return None
-    r = await _staff_reply(context, message.chat_id)
-    title = "broadcast.report_cancelled" if progress.status == "cancelled" else "broadcast.report"
-    lines = [
-        r.t(title),
-        r.t(
-            "broadcast.counts",
-            total=progress.recipients,
-            sent=progress.sent,
-            blocked=progress.blocked,
-            failed=progress.failed,
-        ),
-    ]
-    if progress.cancelled:
-        lines.append(r.t("broadcast.not_sent", number=progress.cancelled))
-    failures = await service.failures(broadcast_id)
-    if failures and len(failures) <= FAILURES_INLINE:
-        lines.append("")
-        lines.append(r.t("broadcast.failures_title"))
-        lines += [
-            r.t("broadcast.failure_line", who=f.pseudonym, error=_reason(r, f.error))
-            for f in failures
-        ]
-    sends = [Outgoing.message("\n".join(lines))]
-    if len(failures) > FAILURES_INLINE:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(["person", "outcome", "reason"])
-        writer.writerows((f.pseudonym, f.outcome, f.error) for f in failures)
-        document = InputFile(
-            ("\ufeff" + buffer.getvalue()).encode(),
-            filename=f"broadcast-{broadcast_id}-failures.csv",
-        )
-        sends.append(
-            Outgoing(
-                "send_document",
-                {"document": document, "caption": r.label("broadcast.failures_file")},
-            )
-        )
-    return sends
-
-
 def broadcast_handlers() -> list[BaseHandler]:
     """Group 0, before the resident handlers: the command and the buttons."""
     return [
         CommandHandler("broadcast", broadcast_command, filters=PRIVATE),
         CallbackQueryHandler(on_button, pattern=CALLBACK_PATTERN),
     ]
-
-
-def broadcast_capture_handler() -> BaseHandler:
-    """Group CAPTURE_GROUP: the text or photo of a draft (commands pass through)."""
-    return MessageHandler(
-        PRIVATE & filters.UpdateType.MESSAGE & ((filters.TEXT & ~filters.COMMAND) | filters.PHOTO),
-        capture,
-    )

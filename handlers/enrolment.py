@@ -1,8 +1,9 @@
 """/enrol: a mediator signs someone up at the EPN desk; /claim CODE: that person, later, from
 their own Telegram, takes the record over.
 
-The steps of /enrol live in ConversationState ("enrol"); typed answers reach `on_text` through
-the staff text capture of handlers/workshop_admin.py (one capture for all staff conversations).
+The steps of /enrol are a conversation ("enrol", bot/services/conversations.py); typed answers
+reach `on_text` through the free-text router and the staff text capture of
+handlers/workshop_admin.py (one capture for all staff conversations).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, filt
 from bot.plumbing.callbacks import Callback, define_actions
 from bot.plumbing.context import BotContext
 from bot.plumbing.delivery import kick_delivery
+from bot.services.conversations import EDIT_WORKSHOP, ENROL, NEW_WORKSHOP
 from bot.services.enrolment import (
     ClaimOutcome,
     EnrolOutcome,
@@ -37,7 +39,7 @@ define_actions(
     }
 )
 CALLBACK_PATTERN = r"^1\|WE"
-CONVERSATION = "enrol"
+CONVERSATION = ENROL
 ROLES = ("mediator", "coordinator")
 PRIVATE = filters.ChatType.PRIVATE
 
@@ -64,7 +66,7 @@ async def enrol_command(update: Update, context: BotContext) -> None:
     if not await allowed(r, "/enrol", *ROLES):
         return
     conversations = context.services.conversations
-    await conversations.clear(r.user_id, "newworkshop", "editworkshop")
+    await conversations.clear(r.user_id, NEW_WORKSHOP, EDIT_WORKSHOP)
     await conversations.set(r.user_id, CONVERSATION, "name", {})
     await r.send(r.t("enrolment.ask.name"), [_abort_row(r)])
 

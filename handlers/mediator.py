@@ -2,10 +2,9 @@
 facilitator's reply to that card comes back to the resident, in the resident's language.
 
 The "write your message" step lives in the database (bot/services/mediator_relay.py), so a
-restart between the prompt and the message loses nothing. The message is captured by a
-handler in group CAPTURE_GROUP, which runs before the survey's written answers (group -20)
-and the resident handlers of group 0, and stops them only when the person is at that step
-and no survey question was shown to them since the prompt (the most recent prompt wins).
+restart between the prompt and the message loses nothing. The message reaches
+`capture_message` through the free-text router (handlers/free_text.py), which offers it first
+to whichever of this prompt and a written survey question was shown last.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from telegram.ext import (
 from bot.plumbing.callbacks import define_actions
 from bot.plumbing.context import BotContext
 from bot.plumbing.delivery import Outgoing, kick_delivery
+from bot.services.conversations import Conversation
 from bot.services.mediator_relay import (
     REPLY_KIND,
     AskOutcome,
@@ -49,8 +49,6 @@ define_actions(
     }
 )
 CALLBACK_PATTERN = r"^1\|M"
-CAPTURE_GROUP = -25
-PRIVATE = filters.ChatType.PRIVATE
 
 
 def _cancel_keyboard(r: Reply) -> views.Keyboard:
@@ -84,27 +82,21 @@ async def on_button(update: Update, context: BotContext) -> None:
         await r.send(*views.consent_prompt(r))
 
 
-async def capture_message(update: Update, context: BotContext) -> None:
-    """The person's message after "write your message": relay it and stop the other handlers.
-
-    Anyone else falls through to the normal handlers (group 0).
-    """
+async def capture_message(update: Update, context: BotContext, conversation: Conversation) -> None:
+    """The person's message after "write your message" (routed by handlers/free_text.py):
+    relay it and stop the other handlers. An expired prompt does not take it."""
     message, user = update.effective_message, update.effective_user
     services = context.services
     if message is None or user is None or services.settings.admin_chat_id is None:
         return
     relay = services.mediator_relay
-    since = await relay.waiting_since(user.id)
-    if since is None:
+    if not relay.is_fresh(conversation.updated_at):
         return
-    question = await services.surveys.awaiting_text(user.id)
-    if question is not None and question.asked_at > since:
-        return  # a survey question came after the prompt: the text answers it
     r = await Reply.for_update(update, context)
     if message.text is None:  # a voice message, a photo, a sticker...
         await r.send(r.t("relay.text_only"), _cancel_keyboard(r))
         raise ApplicationHandlerStop
-    result = await relay.take(user.id, message.text)
+    result = await relay.take(user.id, message.text, shown_at=conversation.updated_at)
     match result.outcome:
         case TakeOutcome.NOT_WAITING:
             return
@@ -210,11 +202,4 @@ def mediator_handlers() -> list[BaseHandler]:
             & ~filters.ChatType.PRIVATE,
             on_admin_reply,
         ),
-    ]
-
-
-def mediator_capture_handlers() -> list[BaseHandler]:
-    """Group CAPTURE_GROUP: the message awaited after "write your message" (commands pass)."""
-    return [
-        MessageHandler(PRIVATE & filters.UpdateType.MESSAGE & ~filters.COMMAND, capture_message)
     ]

@@ -1,8 +1,8 @@
 """Surveys in chat: questions with big buttons, written answers, invitations, cards, digests.
 
 Each answer edits the question message in place into the next question, so the chat stays
-short. A written answer is caught by a handler of group -20 (before the resident's catch-all)
-only when the person's current question waits for text. Stale buttons (a question already
+short. A written answer reaches `capture_written_answer` through the free-text router
+(handlers/free_text.py) only while the question shown last waits for text. Stale buttons (a question already
 answered, a finished or closed survey) get a polite alert and change nothing.
 """
 
@@ -22,13 +22,13 @@ from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
     JobQueue,
-    MessageHandler,
     filters,
 )
 
 from bot.plumbing.callbacks import Callback, define_actions
 from bot.plumbing.context import BotContext
 from bot.plumbing.delivery import Outgoing, kick_delivery
+from bot.services.conversations import Conversation
 from bot.services.outbox import ClaimedMessage
 from bot.services.surveys.cards import DIGEST, INVITATION, RESPONSE_CARD, AskedQuestion, CardLine
 from bot.services.surveys.definitions import (
@@ -42,6 +42,7 @@ from bot.services.surveys.definitions import (
 )
 from bot.services.surveys.digest import QuestionSummary, RunDigest
 from bot.services.surveys.engine import Problem, Step, StepOutcome
+from bot.services.surveys.written_question import awaited
 from bot.settings import SURVEY_SWEEP_PERIOD
 from bot.text.i18n import Html
 from bot.text.split import split_for_telegram
@@ -53,8 +54,6 @@ from handlers.notices import renders
 log = logging.getLogger(__name__)
 
 PRIVATE = filters.ChatType.PRIVATE
-# Group of the handler that captures written answers: before group 0 (the resident's nudge).
-TEXT_CAPTURE_GROUP = -20
 SWEEP_JOB = "survey-sweep"
 SCALE_FACES = ("😞", "🙁", "😐", "🙂", "😄")
 BAR_WIDTH = 10
@@ -280,20 +279,20 @@ async def _apply(r: Reply, cb: Callback) -> Step:
     return await surveys.skip(r.user_id, pid, cb.int_arg(1))
 
 
-async def on_written_answer(update: Update, context: BotContext) -> None:
-    """A message while a text question waits: it is the answer (otherwise, not ours).
-
-    The mediator prompt is captured before (handlers/mediator.py, a lower group), unless
-    this question was shown after it: the most recent explicit prompt wins.
-    """
+async def capture_written_answer(
+    update: Update, context: BotContext, conversation: Conversation
+) -> None:
+    """A message while a text question waits (routed by handlers/free_text.py): it is the
+    answer, unless the question was shown too long ago or is no longer current."""
     user, message = update.effective_user, update.effective_message
     if user is None or message is None:
         return
-    surveys = context.services.surveys
-    waiting = await surveys.awaiting_text(user.id)
-    if waiting is None:
+    participation_id = awaited(
+        conversation.data, conversation.updated_at, context.services.clock.now()
+    )
+    if participation_id is None:
         return
-    step = await surveys.answer_text(user.id, waiting.participation_id, message.text)
+    step = await context.services.surveys.answer_text(user.id, participation_id, message.text)
     if step.outcome not in (StepOutcome.ASK, StepOutcome.FINISHED, StepOutcome.INVALID):
         return  # answered elsewhere meanwhile: let the usual handlers reply
     await present(await Reply.for_update(update, context), step)
@@ -320,13 +319,6 @@ def survey_handlers() -> list[BaseHandler]:
         CommandHandler("needs", needs_command, filters=PRIVATE),
         CallbackQueryHandler(on_survey_button, pattern=r"^1\|S"),
     ]
-
-
-def survey_text_handler() -> BaseHandler:
-    """Written answers, in group TEXT_CAPTURE_GROUP."""
-    return MessageHandler(
-        PRIVATE & ~filters.COMMAND & ~filters.UpdateType.EDITED, on_written_answer
-    )
 
 
 # -- scheduled work -----------------------------------------------------------------------

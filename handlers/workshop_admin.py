@@ -1,9 +1,9 @@
 """/newworkshop and /editworkshop: the staff create, move, resize and cancel workshops in chat.
 
 Where a staff member is in a guided conversation lives in the database (ConversationState),
-so typed answers after a restart still land in the right step. Typed answers are captured in
-group STAFF_TEXT_GROUP, before the resident catch-all; the same capture serves the desk
-enrolment (handlers/enrolment.py), since one group runs only its first matching handler.
+so typed answers after a restart still land in the right step. Typed answers reach
+`capture_text` through the free-text router (handlers/free_text.py); the same capture serves
+the desk enrolment (handlers/enrolment.py).
 Every command, button and typed answer checks the role again.
 """
 
@@ -18,13 +18,13 @@ from telegram.ext import (
     BaseHandler,
     CallbackQueryHandler,
     CommandHandler,
-    MessageHandler,
     filters,
 )
 
 from bot.plumbing.callbacks import Callback, define_actions
 from bot.plumbing.context import BotContext
 from bot.plumbing.delivery import Outgoing, kick_delivery
+from bot.services.conversations import EDIT_WORKSHOP, NEW_WORKSHOP, Conversation, staff_step
 from bot.services.outbox import ClaimedMessage
 from bot.services.workshops.admin import (
     CHANGE_NOTICE,
@@ -70,10 +70,9 @@ define_actions(
     }
 )
 CALLBACK_PATTERN = r"^1\|W[a-z]\|"
-STAFF_TEXT_GROUP = -50
 PRIVATE = filters.ChatType.PRIVATE
-NEW = "newworkshop"
-EDIT = "editworkshop"
+NEW = NEW_WORKSHOP
+EDIT = EDIT_WORKSHOP
 ROLES = ("mediator", "coordinator")
 DURATIONS = (60, 90, 120, 180)
 DAYS_OFFERED = 14
@@ -457,17 +456,13 @@ async def on_button(update: Update, context: BotContext) -> None:
         await _edit_button(r, callback)
 
 
-async def capture_text(update: Update, context: BotContext) -> None:
-    """A typed answer in a staff conversation; anyone else goes on to the normal handlers."""
+async def capture_text(update: Update, context: BotContext, conversation: Conversation) -> None:
+    """A typed answer in a staff conversation (routed by handlers/free_text.py); anything but
+    text is not for it."""
     message, user = update.effective_message, update.effective_user
     if message is None or user is None or message.text is None:
         return
-    found = await context.services.conversations.current(
-        user.id, (NEW, EDIT, enrolment.CONVERSATION)
-    )
-    if found is None:
-        return
-    name, step = found
+    name, step = conversation.kind, staff_step(conversation, context.services.clock.now())
     r = await Reply.for_update(update, context)
     if step.expired:  # forgotten for a day: this text is not an answer to it
         await context.services.conversations.clear(user.id, name)
@@ -530,8 +525,3 @@ def workshop_admin_handlers() -> list[BaseHandler]:
         CallbackQueryHandler(on_button, pattern=CALLBACK_PATTERN),
         *enrolment.enrolment_handlers(),
     ]
-
-
-def staff_text_handler() -> BaseHandler:
-    """Group STAFF_TEXT_GROUP: typed answers of /newworkshop, /editworkshop and /enrol."""
-    return MessageHandler(PRIVATE & filters.UpdateType.MESSAGE & ~filters.COMMAND, capture_text)

@@ -18,7 +18,7 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # database is already there (the usual case), one query comparing with this says so, instead
 # of loading Alembic and every migration script: a tenth of the start-up (BENCHMARKS.md, §4).
 # tests/test_schema.py keeps it equal to Alembic's own head.
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 
 
 def alembic_config() -> Config:

@@ -32,7 +32,7 @@ from bot.plumbing.broadcast_sending import (
 from bot.plumbing.context import BotApplication
 from bot.services.broadcasts.drafts import BroadcastService
 from bot.services.outbox import LEASE, MAX_ATTEMPTS, Outbox
-from handlers.broadcasts import render_broadcast, show_progress
+from handlers.broadcast_progress import render_broadcast, show_progress
 from storage.db import Database
 from storage.models import Broadcast, OutboxMessage, Resident, Territory
 from tests.broadcast_helpers import answer_needs, outbox_counts, register, seed_residents

@@ -14,6 +14,7 @@ from bot.plumbing.callbacks import CallbackCodec
 from bot.services.attendance import AttendanceService
 from bot.services.broadcasts.drafts import BroadcastService
 from bot.services.channel import ChannelNotices
+from bot.services.conversations import Conversations
 from bot.services.enrolment import EnrolmentService
 from bot.services.mediator_relay import MediatorRelay
 from bot.services.outbox import Outbox
@@ -26,7 +27,7 @@ from bot.services.staff import StaffService
 from bot.services.stats.exports import ExportService
 from bot.services.stats.figures import StatsService
 from bot.services.surveys.engine import SurveyService
-from bot.services.workshops.admin import Conversations, WorkshopAdmin
+from bot.services.workshops.admin import WorkshopAdmin
 from bot.services.workshops.listing import WorkshopCatalogue
 from bot.settings import Settings
 from bot.text.i18n import Translator

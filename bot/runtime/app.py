@@ -20,6 +20,7 @@ from bot.plumbing.send_budget import SendBudget
 from bot.services.attendance import AttendanceService
 from bot.services.broadcasts.drafts import BroadcastService
 from bot.services.channel import ChannelNotices
+from bot.services.conversations import Conversations
 from bot.services.enrolment import EnrolmentService
 from bot.services.mediator_relay import MediatorRelay
 from bot.services.outbox import Outbox
@@ -33,13 +34,13 @@ from bot.services.stats.exports import ExportService
 from bot.services.stats.figures import StatsService
 from bot.services.surveys.definitions import load_surveys
 from bot.services.surveys.engine import SurveyService
-from bot.services.workshops.admin import Conversations, WorkshopAdmin
+from bot.services.workshops.admin import WorkshopAdmin
 from bot.services.workshops.listing import WorkshopCatalogue
 from bot.settings import Settings
 from bot.text.i18n import Translator
 from handlers import command_menus, register_handlers
 from handlers.attendance import schedule_checkin_prompts
-from handlers.broadcasts import render_broadcast, show_progress
+from handlers.broadcast_progress import render_broadcast, show_progress
 from handlers.errors import on_error
 from handlers.notices import render_notice
 from handlers.privacy import schedule_retention

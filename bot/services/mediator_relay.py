@@ -22,18 +22,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, and_, delete, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
+from bot.services.conversations import MEDIATOR, end, put, row_of
 from bot.services.outbox import enqueue_once
 from bot.services.registration import consenting_resident
 from storage.db import Database
 from storage.models import ConversationState, RelayedMessage, Resident
 
-CONVERSATION = "mediator"
+CONVERSATION = MEDIATOR
 AWAITING_MESSAGE = "awaiting_message"
 REPLY_KIND = "mediator_reply"
 
@@ -104,59 +103,47 @@ class MediatorRelay:
     async def ask(self, telegram_id: int) -> AskOutcome:
         """Open the "write your message" step, unless the hourly limit is reached."""
         now = self._clock.now()
-        insert = sqlite_insert if self._db.is_sqlite else pg_insert
         async with self._db.write() as session:
             resident_id = await consenting_resident(session, telegram_id)
             if resident_id is None:
                 return AskOutcome.NOT_RESIDENT
             if await self._relayed_last_hour(session, resident_id, now) >= self.per_hour:
                 return AskOutcome.LIMITED
-            statement = insert(ConversationState).values(
-                user_id=telegram_id,
-                conversation=CONVERSATION,
-                state=AWAITING_MESSAGE,
-                data={},
-                updated_at=now,
-            )
-            await session.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["user_id", "conversation"],
-                    set_={"state": AWAITING_MESSAGE, "data": {}, "updated_at": now},
-                )
-            )
+            await put(session, telegram_id, CONVERSATION, AWAITING_MESSAGE, {}, now)
             return AskOutcome.READY
 
     async def cancel(self, telegram_id: int) -> None:
         async with self._db.write() as session:
-            await session.execute(delete(ConversationState).where(_prompt_of(telegram_id)))
+            await end(session, telegram_id, CONVERSATION)
 
     async def is_waiting(self, telegram_id: int) -> bool:
-        """Whether the person's next message is for a mediator (a cheap read for every text)."""
-        return await self.waiting_since(telegram_id) is not None
-
-    async def waiting_since(self, telegram_id: int) -> datetime | None:
-        """When the open "write your message" prompt was shown, if there is one."""
+        """Whether the person's next message is for a mediator (unless a survey question was
+        shown since: see bot/services/conversations.py)."""
         async with self._db.read() as session:
-            return await session.scalar(
-                select(ConversationState.updated_at).where(
-                    _prompt_of(telegram_id), self._fresh(self._clock.now())
-                )
-            )
+            return await self._prompt_open(session, telegram_id, self._clock.now())
 
-    async def take(self, telegram_id: int, text: str) -> TakeResult:
-        """The message awaited by `is_waiting`: an empty or too long one leaves the prompt
+    def is_fresh(self, shown_at: datetime) -> bool:
+        """Whether a prompt shown then still waits (a text days later is not a reply)."""
+        return shown_at > self._clock.now() - self._prompt_valid_for
+
+    async def take(
+        self, telegram_id: int, text: str, *, shown_at: datetime | None = None
+    ) -> TakeResult:
+        """The message awaited by the prompt: an empty or too long one leaves the prompt
         open (ask again), one over the hourly limit consumes it, a good one is to be sent
-        (the prompt stays open until `relayed`)."""
+        (the prompt stays open until `relayed`). `shown_at`: when the prompt was shown, as
+        the free-text router read it (then it is not read again); without it, read here."""
         if not text.strip():
             return TakeResult(TakeOutcome.EMPTY)
         if len(text) > self.max_chars:
             return TakeResult(TakeOutcome.TOO_LONG)
         now = self._clock.now()
         async with self._db.write() as session:
-            prompt = await session.scalar(
-                select(ConversationState.user_id).where(_prompt_of(telegram_id), self._fresh(now))
-            )
-            if prompt is None:
+            if shown_at is not None:
+                waiting = self.is_fresh(shown_at)
+            else:
+                waiting = await self._prompt_open(session, telegram_id, now)
+            if not waiting:
                 return TakeResult(TakeOutcome.NOT_WAITING)
             resident = (
                 await session.execute(
@@ -168,7 +155,7 @@ class MediatorRelay:
             if resident is None:
                 return TakeResult(TakeOutcome.NOT_WAITING)
             if await self._relayed_last_hour(session, resident.id, now) >= self.per_hour:
-                await session.execute(delete(ConversationState).where(_prompt_of(telegram_id)))
+                await end(session, telegram_id, CONVERSATION)
                 return TakeResult(TakeOutcome.LIMITED)
             return TakeResult(
                 TakeOutcome.RELAY, Sender(resident.id, resident.first_name, resident.language)
@@ -180,7 +167,7 @@ class MediatorRelay:
         """The card was accepted by Telegram: the prompt is consumed and the card remembered
         (which resident it stands for), in one transaction."""
         async with self._db.write() as session:
-            await session.execute(delete(ConversationState).where(_prompt_of(telegram_id)))
+            await end(session, telegram_id, CONVERSATION)
             session.add(
                 RelayedMessage(
                     resident_id=resident_id,
@@ -227,8 +214,14 @@ class MediatorRelay:
             )
             return ReplyResult(ReplyOutcome.QUEUED, resident.first_name)
 
-    def _fresh(self, now: datetime) -> ColumnElement[bool]:
-        return ConversationState.updated_at > now - self._prompt_valid_for
+    async def _prompt_open(self, session: AsyncSession, telegram_id: int, now: datetime) -> bool:
+        prompt = await session.scalar(
+            select(ConversationState.user_id).where(
+                row_of(telegram_id, CONVERSATION),
+                ConversationState.updated_at > now - self._prompt_valid_for,
+            )
+        )
+        return prompt is not None
 
     async def _relayed_last_hour(
         self, session: AsyncSession, resident_id: int, now: datetime
@@ -242,11 +235,3 @@ class MediatorRelay:
             )
         )
         return count or 0
-
-
-def _prompt_of(telegram_id: int) -> ColumnElement[bool]:
-    """The conversation state row of this person's mediator prompt."""
-    return and_(
-        ConversationState.user_id == telegram_id,
-        ConversationState.conversation == CONVERSATION,
-    )

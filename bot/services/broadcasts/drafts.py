@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from html import unescape
 from typing import Any
@@ -39,6 +39,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot.clock import Clock
+from bot.services.conversations import BROADCAST, put
 from storage.db import Database
 from storage.models import (
     Broadcast,
@@ -57,7 +58,7 @@ from storage.models import (
     Workshop,
 )
 
-CONVERSATION = "broadcast"
+CONVERSATION = BROADCAST
 KIND = "broadcast"  # outbox rows of a broadcast, rendered and paced by the broadcast sender
 REPORT_KIND = "broadcast_report"  # the delivery report to the sender, a normal outbox message
 TEXT_LIMIT = 4096
@@ -155,21 +156,28 @@ class BroadcastService:
         typed days later is not taken for an announcement."""
         async with self._db.read() as session:
             row = await session.get(ConversationState, (user_id, CONVERSATION))
-            if row is None or row.updated_at < self._clock.now() - DRAFT_KEPT_FOR:
-                return None
-            return _draft(row.state, row.data)
+            return None if row is None else self.draft_from(row.state, row.data, row.updated_at)
+
+    def draft_from(self, state: str, data: dict[str, Any], updated_at: datetime) -> Draft | None:
+        """The draft of a conversation row already read (by the free-text router)."""
+        if updated_at < self._clock.now() - DRAFT_KEPT_FOR:
+            return None
+        return _draft(state, data)
 
     async def discard(self, user_id: int) -> bool:
         async with self._db.write() as session:
             result = await session.execute(delete(ConversationState).where(_state_of(user_id)))
             return result.rowcount == 1
 
-    async def take_text(self, user_id: int, text: str, visible_length: int) -> TakeResult:
+    async def take_text(
+        self, user_id: int, text: str, visible_length: int, *, draft: Draft | None = None
+    ) -> TakeResult:
         """The message text (HTML), while composing; next comes the optional photo.
 
-        Telegram's limits count the visible characters, not the HTML markup.
+        Telegram's limits count the visible characters, not the HTML markup. `draft`: as the
+        free-text router read it (then it is not read again).
         """
-        draft = await self.draft(user_id)
+        draft = draft or await self.draft(user_id)
         if draft is None or draft.step is not Step.TEXT:
             return TakeResult(TakeOutcome.NOT_COMPOSING)
         if not text.strip() or visible_length == 0:
@@ -180,11 +188,17 @@ class BroadcastService:
         return TakeResult(TakeOutcome.NEXT, new) if new else TakeResult(TakeOutcome.NOT_COMPOSING)
 
     async def take_photo(
-        self, user_id: int, file_id: str, caption: str | None, caption_length: int
+        self,
+        user_id: int,
+        file_id: str,
+        caption: str | None,
+        caption_length: int,
+        *,
+        draft: Draft | None = None,
     ) -> TakeResult:
         """A photo: with a caption while the text is awaited, or after the text (which must
-        then fit in a caption)."""
-        draft = await self.draft(user_id)
+        then fit in a caption). `draft`: as the free-text router read it."""
+        draft = draft or await self.draft(user_id)
         if draft is None or draft.step not in (Step.TEXT, Step.PHOTO):
             return TakeResult(TakeOutcome.NOT_COMPOSING)
         if draft.step is Step.TEXT:
@@ -232,19 +246,7 @@ class BroadcastService:
         now = self._clock.now()
         async with self._db.write() as session:
             if expected is None:
-                statement = self._insert()(ConversationState).values(
-                    user_id=user_id,
-                    conversation=CONVERSATION,
-                    state=step,
-                    data=data,
-                    updated_at=now,
-                )
-                await session.execute(
-                    statement.on_conflict_do_update(
-                        index_elements=["user_id", "conversation"],
-                        set_={"state": step, "data": data, "updated_at": now},
-                    )
-                )
+                await put(session, user_id, CONVERSATION, step, data, now)
             else:
                 result = await session.execute(
                     update(ConversationState)

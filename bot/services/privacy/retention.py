@@ -42,11 +42,11 @@ from sqlalchemy.orm import aliased
 
 from bot.clock import Clock
 from bot.services.broadcasts.drafts import DRAFT_KEPT_FOR
+from bot.services.conversations import CONVERSATION_KEPT_FOR
 from bot.services.outbox import enqueue_once
 from bot.services.privacy.personal_data import erase_resident
 from bot.services.registration import RegistrationService
 from bot.services.surveys.answers import BUFFER_PREFIX
-from bot.services.workshops.admin import CONVERSATION_KEPT_FOR
 from storage.db import Database
 from storage.models import (
     Broadcast,

@@ -27,6 +27,7 @@ from bot.services.outbox import enqueue_once
 from bot.services.surveys.cards import RESPONSE_CARD
 from bot.services.surveys.definitions import QuestionDef, QuestionType, SurveyCatalog
 from bot.services.surveys.participations import DialectInsert, Turn
+from bot.services.surveys.written_question import survey_finished
 from bot.settings import Settings
 from storage.db import Database
 from storage.models import (
@@ -136,6 +137,9 @@ class AnswerStore:
         participation.status = ParticipationStatus.COMPLETED
         participation.current_question = None
         participation.asked_at = None
+        await survey_finished(
+            session, self._catalog, turn.telegram_id, participation.resident_id, participation.id
+        )
         if survey.anonymous:
             buffer = await self._buffer(turn)
             assert buffer is not None  # every question answered or skipped wrote to it

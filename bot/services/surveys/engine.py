@@ -25,6 +25,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
+from bot.services.conversations import SURVEY_TEXT
 from bot.services.registration import consenting_resident
 from bot.services.surveys.answers import AnswerStore
 from bot.services.surveys.cards import (
@@ -47,9 +48,11 @@ from bot.services.surveys.definitions import (
 from bot.services.surveys.digest import RunDigest
 from bot.services.surveys.participations import Participations, Turn
 from bot.services.surveys.sweeps import SurveySweeps, SweepReport
+from bot.services.surveys.written_question import awaited, question_shown
 from bot.settings import Settings
 from storage.db import Database
 from storage.models import (
+    ConversationState,
     ParticipationStatus,
     Registration,
     Resident,
@@ -57,9 +60,6 @@ from storage.models import (
     SurveyRun,
     Workshop,
 )
-
-# A typed message answers a text question only this long after the question was shown.
-TEXT_ANSWER_WINDOW = timedelta(hours=24)
 
 
 class StepOutcome(StrEnum):
@@ -275,10 +275,16 @@ class SurveyService:
 
     async def awaiting_text(self, telegram_id: int) -> WaitingText | None:
         """The participation waiting for a written answer, if any: only the question shown
-        last among the person's surveys, and only for TEXT_ANSWER_WINDOW after it was shown
-        (a text days later is not an answer to a forgotten question)."""
+        last among the person's surveys (its "survey_text" conversation), and only for
+        TEXT_ANSWER_WINDOW after it was shown."""
         now = self._clock.now()
         async with self._db.read() as session:
+            waiting = await session.get(ConversationState, (telegram_id, SURVEY_TEXT))
+            participation_id = (
+                None if waiting is None else awaited(waiting.data, waiting.updated_at, now)
+            )
+            if participation_id is None:
+                return None
             last = (
                 await session.execute(
                     select(
@@ -289,17 +295,13 @@ class SurveyService:
                         SurveyRun.closes_at,
                     )
                     .join(SurveyRun, SurveyRun.id == SurveyParticipation.run_id)
-                    .join(Resident, Resident.id == SurveyParticipation.resident_id)
                     .where(
-                        Resident.telegram_id == telegram_id,
+                        SurveyParticipation.id == participation_id,
                         SurveyParticipation.status == ParticipationStatus.IN_PROGRESS,
-                        SurveyParticipation.asked_at.is_not(None),
                     )
-                    .order_by(SurveyParticipation.asked_at.desc(), SurveyParticipation.id.desc())
-                    .limit(1)
                 )
             ).one_or_none()
-        if last is None or last.asked_at <= now - TEXT_ANSWER_WINDOW:
+        if last is None or last.asked_at is None:
             return None
         if last.closes_at is not None and last.closes_at <= now:
             return None
@@ -453,6 +455,13 @@ class SurveyService:
         question = turn.survey.question(current or "")
         assert question is not None
         turn.participation.asked_at = self._clock.now()
+        await question_shown(
+            turn.session,
+            turn.telegram_id,
+            turn.participation.id,
+            question,
+            turn.participation.asked_at,
+        )
         index = turn.survey.index_of(question.key)
         asked = AskedQuestion(
             participation_id=turn.participation.id,

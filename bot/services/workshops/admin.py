@@ -1,7 +1,7 @@
 """Workshops managed in chat by the staff: guided creation, changes and cancellation.
 
-The steps of a guided conversation live in ConversationState rows (see `Conversations`), so a
-restart in the middle loses nothing. Every change of a workshop is one unit of work that also
+The steps of a guided conversation live in ConversationState rows (bot/services/conversations.py),
+so a restart in the middle loses nothing. Every change of a workshop is one unit of work that also
 queues, in the outbox, a notice to each person registered or waitlisted: the notice is sent
 even if the process dies right after the commit, and its dedupe key names the change, so a
 replayed change never notifies twice. Lowering the capacity is a conditional update
@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,7 +28,6 @@ from bot.clock import Clock
 from bot.services.registration import LIVE, promote_from_waitlist
 from storage.db import Database
 from storage.models import (
-    ConversationState,
     OutboxMessage,
     Registration,
     RegistrationStatus,
@@ -104,81 +103,6 @@ class Draft:
     starts_at: datetime
     duration_minutes: int
     capacity: int
-
-
-# ---------------------------------------------------------------- conversation state
-
-
-# A staff conversation left untouched this long is over: a text typed days later is not
-# taken for the answer to a forgotten step (the person is told the draft expired).
-CONVERSATION_KEPT_FOR = timedelta(hours=24)
-
-
-@dataclass(frozen=True)
-class Step:
-    state: str
-    data: dict[str, Any]
-    expired: bool = False  # untouched for CONVERSATION_KEPT_FOR: to be cleared, not continued
-
-
-class Conversations:
-    """Where a staff member is in a guided conversation, one row per (person, conversation)."""
-
-    def __init__(self, db: Database, clock: Clock) -> None:
-        self._db = db
-        self._clock = clock
-
-    async def current(self, user_id: int, names: tuple[str, ...]) -> tuple[str, Step] | None:
-        """The most recent conversation among `names`, if any (its step says if it expired)."""
-        async with self._db.read() as session:
-            row = (
-                await session.execute(
-                    select(
-                        ConversationState.conversation,
-                        ConversationState.state,
-                        ConversationState.data,
-                        ConversationState.updated_at,
-                    )
-                    .where(
-                        ConversationState.user_id == user_id,
-                        ConversationState.conversation.in_(names),
-                    )
-                    .order_by(ConversationState.updated_at.desc())
-                    .limit(1)
-                )
-            ).one_or_none()
-        if row is None:
-            return None
-        expired = row.updated_at < self._clock.now() - CONVERSATION_KEPT_FOR
-        return row.conversation, Step(row.state, dict(row.data), expired)
-
-    async def get(self, user_id: int, name: str) -> Step | None:
-        """The open step of one conversation; an expired one is as good as none."""
-        found = await self.current(user_id, (name,))
-        return found[1] if found and not found[1].expired else None
-
-    async def set(self, user_id: int, name: str, state: str, data: dict[str, Any]) -> None:
-        now = self._clock.now()
-        insert = sqlite_insert if self._db.is_sqlite else pg_insert
-        async with self._db.write() as session:
-            statement = insert(ConversationState).values(
-                user_id=user_id, conversation=name, state=state, data=data, updated_at=now
-            )
-            await session.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["user_id", "conversation"],
-                    set_={"state": state, "data": data, "updated_at": now},
-                )
-            )
-
-    async def clear(self, user_id: int, *names: str) -> None:
-        async with self._db.write() as session:
-            await session.execute(
-                delete(ConversationState).where(
-                    ConversationState.user_id == user_id,
-                    ConversationState.conversation.in_(names),
-                )
-            )
 
 
 # ---------------------------------------------------------------- parsing typed answers
