@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from telegram import Update
-from telegram.ext import BaseHandler, MessageHandler, filters
+from telegram.ext import MessageHandler, filters
 
-from bot.plumbing.context import BotContext
+from bot.plumbing.context import BotContext, BotHandler
 from bot.services.conversations import (
     BROADCAST,
     EDIT_WORKSHOP,
@@ -53,7 +53,7 @@ async def route(update: Update, context: BotContext) -> None:
         await CAPTURES[conversation.kind](update, context, conversation)
 
 
-def free_text_handler() -> BaseHandler:
+def free_text_handler() -> BotHandler:
     """Group FREE_TEXT_GROUP: every private message but commands (and edits, stopped by the
     guard before)."""
     return MessageHandler(

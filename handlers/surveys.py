@@ -18,15 +18,13 @@ from babel.numbers import format_decimal
 from telegram import InlineKeyboardButton, InputFile, Update
 from telegram.ext import (
     ApplicationHandlerStop,
-    BaseHandler,
     CallbackQueryHandler,
     CommandHandler,
-    JobQueue,
     filters,
 )
 
 from bot.plumbing.callbacks import Callback, define_actions
-from bot.plumbing.context import BotContext
+from bot.plumbing.context import BotContext, BotHandler, BotJobQueue
 from bot.plumbing.delivery import Outgoing, kick_delivery
 from bot.services.conversations import Conversation
 from bot.services.outbox import ClaimedMessage
@@ -313,7 +311,7 @@ async def after_registration(r: Reply, workshop_id: int, *, confirmed: bool) -> 
         await r.send(*invitation_view(r, offer, surveys.catalog[NEEDS], None, None))
 
 
-def survey_handlers() -> list[BaseHandler]:
+def survey_handlers() -> list[BotHandler]:
     """/needs and the survey buttons (group 0, before the resident's generic button handler)."""
     return [
         CommandHandler("needs", needs_command, filters=PRIVATE),
@@ -331,7 +329,7 @@ async def survey_sweep(context: BotContext) -> None:
         kick_delivery(context)
 
 
-def schedule_survey_sweep(job_queue: JobQueue) -> None:
+def schedule_survey_sweep(job_queue: BotJobQueue) -> None:
     job_queue.run_repeating(survey_sweep, interval=SURVEY_SWEEP_PERIOD, first=5, name=SWEEP_JOB)
 
 

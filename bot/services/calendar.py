@@ -133,4 +133,5 @@ def build_ics(event: CalendarEvent, tz: ZoneInfo) -> bytes:
     if event.last_modified is not None:
         entry.add("LAST-MODIFIED", event.last_modified.astimezone(UTC))
     calendar.add_component(entry)
-    return calendar.to_ical(sorted=False)
+    ics: bytes = calendar.to_ical(sorted=False)
+    return ics

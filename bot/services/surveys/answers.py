@@ -116,7 +116,7 @@ class AnswerStore:
         if participation.answer_set_id is None:
             answer_set = SurveyAnswerSet(
                 run_id=turn.run_id,
-                resident_id=None if turn.survey.anonymous else participation.resident_id,
+                resident_id=participation.resident_id,  # never anonymous here: returned above
                 workshop_id=turn.workshop_id,
                 time_bucket=week_of(now, self._settings),
                 completed=False,

@@ -142,7 +142,8 @@ async def read_digest(
         .where(in_run, SurveyAnswer.free_text.is_not(None))
         .order_by(SurveyAnswer.id)
     ):
-        texts.setdefault(key, []).append(text)
+        if text is not None:  # the query keeps only written answers
+            texts.setdefault(key, []).append(text)
 
     summaries = []
     for question in survey.questions:
