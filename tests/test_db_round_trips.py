@@ -1,16 +1,17 @@
 """The database layer's round trips: what each unit of work costs, and that the shortcuts taken
-for speed (one trip per SQLite statement, no needless rollback, single-statement snapshots)
-change no result, on both backends."""
+for speed (no needless rollback on SQLite, single-statement snapshots) change no result, on both
+backends."""
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import aiosqlite.core
 import pytest
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import Connection, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from storage.db import Database
@@ -21,18 +22,48 @@ pytestmark = pytest.mark.storage
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 
 
+class Trips(logging.Handler):
+    """The calls made on aiosqlite's connection thread, as aiosqlite logs them (at DEBUG, one
+    record per call, its argument the functools.partial it runs): sqlite3 methods by name, and
+    the first word of each statement executed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.calls: Counter[str] = Counter()
+        self.statements: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        call = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        if not isinstance(call, functools.partial) or not record.getMessage().startswith(
+            "executing"
+        ):
+            return
+        name = getattr(call.func, "__name__", repr(call.func))
+        self.calls[name] += 1
+        if name in ("execute", "executemany") and call.args:
+            self.statements.append(str(call.args[0]).split()[0].upper())
+
+    def clear(self) -> None:
+        self.calls.clear()
+        self.statements.clear()
+
+    def ends(self) -> dict[str, int]:
+        """How the units of work ended: COMMIT and ROLLBACK calls."""
+        return {name: self.calls[name] for name in ("commit", "rollback") if self.calls[name]}
+
+
 @pytest.fixture
-def trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
-    """Counts the calls made on aiosqlite's connection thread, by function name."""
-    counts: Counter[str] = Counter()
-    original = aiosqlite.core.Connection._execute
-
-    async def counting(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-        counts[getattr(fn, "__name__", repr(fn))] += 1
-        return await original(self, fn, *args, **kwargs)
-
-    monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counting)
-    yield counts
+def trips() -> Iterator[Trips]:
+    handler = Trips()
+    logger = logging.getLogger("aiosqlite")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 async def _add_resident(db: Database, telegram_id: int) -> int:
@@ -44,25 +75,49 @@ async def _add_resident(db: Database, telegram_id: int) -> int:
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # aiosqlite's thread only
-async def test_sqlite_statement_is_one_trip_and_units_do_not_roll_back_twice(
-    db: Database, trips: Counter[str]
-) -> None:
+async def test_sqlite_units_of_work_end_once(db: Database, trips: Trips) -> None:
     await _add_resident(db, 1)  # the pool's first connection is made here
     trips.clear()
 
     async with db.read() as session:
         await session.scalar(select(func.count()).select_from(Resident))
-    assert trips == {"_run_statement": 2, "rollback": 1}  # BEGIN, SELECT; ROLLBACK once
+    assert trips.statements == ["BEGIN", "SELECT"]
+    assert trips.ends() == {"rollback": 1}  # the session's; the pool adds none
 
     trips.clear()
     async with db.write() as session:
         await session.execute(update(Resident).values(language="en"))
-    assert trips == {"_run_statement": 2, "commit": 1}  # BEGIN IMMEDIATE, UPDATE; COMMIT
+    assert trips.statements == ["BEGIN", "UPDATE"]  # BEGIN IMMEDIATE
+    assert trips.ends() == {"commit": 1}  # no rollback on return to the pool
 
     trips.clear()
     async with db.snapshot() as session:
         await session.scalar(select(func.count()).select_from(Resident))
-    assert trips == {"_run_statement": 1}  # no BEGIN, nothing to roll back
+    assert trips.statements == ["SELECT"]  # no BEGIN
+    assert trips.ends() == {"rollback": 1}  # SQLAlchemy's end of the session, nothing to undo
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_sqlite_connection_returned_mid_transaction_is_rolled_back(
+    db: Database, trips: Trips
+) -> None:
+    """The pool's reset still rolls back a transaction SQLAlchemy did not end itself."""
+    await _add_resident(db, 2)  # one connection in the pool, reused below
+
+    def begin_behind_sqlalchemy(connection: Connection) -> None:
+        cursor = connection.connection.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        cursor.close()
+
+    trips.clear()
+    async with db.engine.connect() as connection:
+        await connection.run_sync(begin_behind_sqlalchemy)
+    assert trips.ends() == {"rollback": 1}  # by the pool, on return
+
+    async with db.write() as session:  # the same connection: a BEGIN in a transaction would fail
+        await session.execute(update(Resident).values(language="ar"))
+    async with db.snapshot() as session:
+        assert await session.scalar(select(Resident.language)) == "ar"
 
 
 async def test_results_row_counts_and_ids_are_those_of_the_driver(db: Database) -> None:
