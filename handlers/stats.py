@@ -19,17 +19,15 @@ from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, filt
 
 from bot.plumbing.callbacks import define_actions
 from bot.plumbing.context import BotContext
-from bot.services.stats.figures import (
-    AutonomyByTheme,
-    GroupFigures,
-    NeedsRanking,
+from bot.services.stats.activity import GroupFigures
+from bot.services.stats.scope import (
     Period,
     PeriodError,
     StatsScope,
-    SurveyResults,
     looks_like_period,
     parse_period,
 )
+from bot.services.stats.survey_answers import AutonomyByTheme, NeedsRanking, SurveyResults
 from bot.services.surveys.definitions import QuestionDef
 from bot.services.taxonomy import NEED_CATEGORIES
 from bot.text.i18n import Html
