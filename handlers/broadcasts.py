@@ -30,7 +30,8 @@ from bot.plumbing.broadcast_sending import kick_broadcasts
 from bot.plumbing.callbacks import Callback, define_actions
 from bot.plumbing.context import BotContext
 from bot.plumbing.delivery import Outgoing
-from bot.services.broadcasts.drafts import (
+from bot.services.broadcasts.drafts import Draft, Step, TakeOutcome
+from bot.services.broadcasts.sending import (
     BLOCKED,
     NEEDS_SURVEY,
     NOT_PREPARED,
@@ -38,10 +39,7 @@ from bot.services.broadcasts.drafts import (
     REPORT_KIND,
     UNREACHABLE,
     BroadcastMessage,
-    Draft,
     Progress,
-    Step,
-    TakeOutcome,
 )
 from bot.services.outbox import ClaimedMessage
 from bot.text.i18n import LANGUAGE_NAMES, Html

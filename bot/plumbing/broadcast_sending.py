@@ -52,7 +52,7 @@ from bot.plumbing.delivery import Outgoing, kick_delivery
 from bot.plumbing.request import single_attempt
 from bot.plumbing.send_budget import BULK, NotSent, SendBudget
 from bot.plumbing.send_budget import Pace as Pace  # the bulk pace, now the budget's (re-exported)
-from bot.services.broadcasts.drafts import (
+from bot.services.broadcasts.sending import (
     BLOCKED,
     NOT_PREPARED,
     OPTED_OUT,
