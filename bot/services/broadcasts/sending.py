@@ -13,11 +13,13 @@ announcements off, or have no Telegram account (enrolled at a desk).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Select,
+    Update,
     and_,
     case,
     func,
@@ -218,15 +220,7 @@ class BroadcastSending:
             )
             if result.rowcount != 1:
                 return False
-            await session.execute(
-                update(OutboxMessage)
-                .where(
-                    OutboxMessage.broadcast_id == broadcast_id,
-                    OutboxMessage.status == OutboxStatus.PENDING,
-                    or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
-                )
-                .values(status=OutboxStatus.DROPPED, last_error=CANCELLED)
-            )
+            await session.execute(_drop_unclaimed(broadcast_id, now))
             return True
 
     async def message(self, broadcast_id: int) -> BroadcastMessage | None:
@@ -269,16 +263,13 @@ class BroadcastSending:
         now = self._clock.now()
         async with self._db.write() as session:
             await session.execute(
-                update(OutboxMessage)
-                .where(
-                    OutboxMessage.broadcast_id == broadcast_id,
-                    OutboxMessage.status == OutboxStatus.PENDING,
-                    or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
+                _drop_unclaimed(
+                    broadcast_id,
+                    now,
                     OutboxMessage.broadcast_id.in_(
                         select(Broadcast.id).where(Broadcast.status == BroadcastStatus.CANCELLED)
                     ),
                 )
-                .values(status=OutboxStatus.DROPPED, last_error=CANCELLED)
             )
             progress = await _progress(session, broadcast_id)
         if progress is None or progress.finished or progress.remaining:
@@ -370,6 +361,21 @@ class BroadcastSending:
                     Resident.telegram_id == telegram_id, Resident.consented_at.is_not(None)
                 )
             )
+
+
+def _drop_unclaimed(broadcast_id: int, now: datetime, *also: ColumnElement[bool]) -> Update:
+    """Drop the rows of a stopped broadcast that no sender holds (never claimed, or their
+    lease lapsed): the rows in a sender's hands finish first."""
+    return (
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.broadcast_id == broadcast_id,
+            OutboxMessage.status == OutboxStatus.PENDING,
+            or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
+            *also,
+        )
+        .values(status=OutboxStatus.DROPPED, last_error=CANCELLED)
+    )
 
 
 async def _progress(session: Any, broadcast_id: int) -> Progress | None:
