@@ -48,7 +48,8 @@ from bench.common import (
 from bench.seed_stats import SeedSizes, seed_stats
 from bot.clock import ManualClock
 from bot.services.stats.exports import ExportService
-from bot.services.stats.figures import StatsScope, StatsService, parse_period
+from bot.services.stats.figures import StatsService
+from bot.services.stats.scope import StatsScope, parse_period
 from storage.db import Database
 from storage.migrate import upgrade_to_head
 from storage.models import Registration, Resident, SurveyAnswer, Workshop
@@ -239,9 +240,7 @@ async def measure_views(
 def _chart_rendering(runs: int) -> dict[str, Any]:
     """The four charts of /stats with data of the data set's shape (matplotlib, Agg)."""
     started = time.perf_counter()
-    from bot.services.stats.figures import (
-        charts,  # imports matplotlib: the first import is measured on its own
-    )
+    from bot.services.stats import charts  # imports matplotlib: its first import is measured
 
     import_ms = (time.perf_counter() - started) * 1000
     names = [f"Atelier {i}" for i in range(25)]

@@ -6,7 +6,6 @@ a facilitator, or data built by hand, does nothing for someone who is not one no
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 
 from telegram import Update
@@ -25,11 +24,10 @@ from bot.services.attendance import (
 from bot.services.outbox import ClaimedMessage
 from bot.text.user_text import isolated
 from handlers import views
-from handlers.common import Reply, pressed_button
+from handlers.common import Reply, pressed_button, require_role
 from handlers.notices import renders
 from handlers.reminders import when
 
-log = logging.getLogger(__name__)
 PRIVATE = filters.ChatType.PRIVATE
 
 define_actions(
@@ -46,6 +44,7 @@ PROMPT_INTERVAL_S = 60.0
 NAME_CHARS = 24
 TITLE_CHARS = 26
 ROLL_ROLES = ("facilitator",)  # coordinators may too (StaffService.has_role)
+ROLL_REFUSED = "attendance.roll_refused"
 
 
 def _short(text: str, limit: int) -> str:
@@ -111,10 +110,6 @@ async def _render_prompt(context: BotContext, message: ClaimedMessage) -> list[O
     return [Outgoing.message(text, [[button]])]
 
 
-async def _is_facilitator(r: Reply) -> bool:
-    return await r.context.services.staff.has_role(r.user_id, *ROLL_ROLES)
-
-
 def roll_list_view(r: Reply, workshops: list[RollWorkshop]) -> tuple[str, views.Keyboard]:
     if not workshops:
         return r.t("attendance.roll_none"), []
@@ -174,9 +169,7 @@ def roll_call_view(r: Reply, roll: RollCall) -> tuple[str, views.Keyboard]:
 async def attendance_command(update: Update, context: BotContext) -> None:
     """/attendance: a facilitator takes the roll of a running or recent workshop."""
     r = await Reply.for_update(update, context)
-    if not await _is_facilitator(r):
-        log.info("refused /attendance: the sender holds no facilitator role")
-        await r.send(r.t("attendance.roll_refused"))
+    if not await require_role(r, "/attendance", *ROLL_ROLES, refusal=ROLL_REFUSED):
         return
     workshops = await context.services.attendance.roll_workshops()
     await r.send(*roll_list_view(r, workshops))
@@ -191,9 +184,7 @@ async def on_button(update: Update, context: BotContext) -> None:
     if callback.action == "checkin_here":
         await _here(r, callback.int_arg(0))
         return
-    if not await _is_facilitator(r):
-        log.info("refused a roll-call button: the sender holds no facilitator role")
-        await r.toast(r.label("attendance.roll_refused"), alert=True)
+    if not await require_role(r, "a roll-call button", *ROLL_ROLES, refusal=ROLL_REFUSED):
         return
     attendance = context.services.attendance
     if callback.action == "roll_list":

@@ -18,7 +18,7 @@ from telegram.error import BadRequest
 
 from bot.plumbing.context import BotContext
 from bot.plumbing.delivery import Outgoing
-from bot.services.broadcasts.drafts import (
+from bot.services.broadcasts.sending import (
     BLOCKED,
     NOT_PREPARED,
     OPTED_OUT,

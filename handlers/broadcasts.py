@@ -26,17 +26,15 @@ from telegram.ext import (
 from bot.plumbing.broadcast_sending import kick_broadcasts
 from bot.plumbing.callbacks import Callback, define_actions
 from bot.plumbing.context import BotContext
-from bot.services.broadcasts.drafts import (
+from bot.services.broadcasts.drafts import Draft, Step, TakeOutcome
+from bot.services.broadcasts.sending import (
     NEEDS_SURVEY,
-    Draft,
-    Step,
-    TakeOutcome,
 )
 from bot.services.conversations import Conversation
 from bot.text.i18n import LANGUAGE_NAMES, Html
 from handlers import views
 from handlers.broadcast_progress import broadcast_outgoing
-from handlers.common import Reply, pressed_button
+from handlers.common import Reply, pressed_button, require_role
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +75,6 @@ _STAFF_ACTIONS = frozenset(
 )
 
 
-async def _is_staff(r: Reply) -> bool:
-    if await r.context.services.staff.has_role(r.user_id, *STAFF_ROLES):
-        return True
-    log.info("broadcast refused to %s", r.context.services.pseudonym(r.user_id))
-    return False
-
-
 def _cancel_row(r: Reply) -> list[InlineKeyboardButton]:
     return [r.button(r.label("broadcast.button.cancel"), "broadcast_cancel")]
 
@@ -94,8 +85,7 @@ def _cancel_row(r: Reply) -> list[InlineKeyboardButton]:
 async def broadcast_command(update: Update, context: BotContext) -> None:
     """/broadcast: start composing (mediators and coordinators)."""
     r = await Reply.for_update(update, context)
-    if not await _is_staff(r):
-        await r.send(r.t("staff.refused"))
+    if not await require_role(r, "/broadcast", *STAFF_ROLES):
         return
     await context.services.broadcasts.begin(r.user_id)
     await r.send(r.t("broadcast.ask_text"), [_cancel_row(r)])
@@ -112,9 +102,8 @@ async def capture(update: Update, context: BotContext, conversation: Conversatio
     if draft is None or draft.step not in (Step.TEXT, Step.PHOTO):
         return
     r = await Reply.for_update(update, context)
-    if not await _is_staff(r):
+    if not await require_role(r, "a broadcast draft", *STAFF_ROLES):
         await service.discard(user.id)
-        await r.send(r.t("staff.refused"))
         raise ApplicationHandlerStop
     if message.photo:
         caption = message.caption_html if message.caption else None
@@ -266,8 +255,7 @@ async def on_button(update: Update, context: BotContext) -> None:
         return
     r, callback = pressed
     if callback.action in _STAFF_ACTIONS:
-        if not await _is_staff(r):
-            await r.toast(r.label("staff.refused"), alert=True)
+        if not await require_role(r, "a broadcast button", *STAFF_ROLES):
             return
         await _STAFF[callback.action](r, callback)
         return

@@ -156,3 +156,31 @@ async def pressed_button(
         await r.toast(r.t("button.stale") if html_stale else r.label("button.stale"), alert=True)
         return None
     return r, callback
+
+
+async def require_role(r: Reply, what: str, *roles: str, refusal: str = "staff.refused") -> bool:
+    """The role check of every staff command, button and typed answer: True when the person
+    holds one of `roles` (coordinators hold them all), else a polite refusal and False.
+
+    Checked on every call, since a button or a conversation outlives a role taken back."""
+    if await r.context.services.staff.has_role(r.user_id, *roles):
+        return True
+    await refuse_role(r, what, roles, refusal)
+    return False
+
+
+async def refuse_role(
+    r: Reply, what: str, roles: tuple[str, ...], refusal: str = "staff.refused"
+) -> None:
+    """Say `refusal` (an alert under a pressed button, a message otherwise) and log the refusal
+    of `what`, with the person's pseudonym only."""
+    log.info(
+        "refused %s to %s: missing role (needs %s)",
+        what,
+        r.context.services.pseudonym(r.user_id),
+        " or ".join(roles),
+    )
+    if r.update is not None and r.update.callback_query is not None:
+        await r.toast(r.label(refusal), alert=True)
+    else:
+        await r.send(r.t(refusal))

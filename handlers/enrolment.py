@@ -8,8 +8,6 @@ handlers/workshop_admin.py (one capture for all staff conversations).
 
 from __future__ import annotations
 
-import logging
-
 from telegram import Update
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, filters
 
@@ -25,9 +23,7 @@ from bot.services.enrolment import (
 )
 from bot.text.user_text import isolated
 from handlers import views
-from handlers.common import Reply, pressed_button
-
-log = logging.getLogger(__name__)
+from handlers.common import Reply, pressed_button, require_role
 
 define_actions(
     {
@@ -48,22 +44,9 @@ def _abort_row(r: Reply) -> list:
     return [r.button(r.label("enrolment.abort"), "enrol_abort")]
 
 
-async def allowed(r: Reply, what: str, *roles: str) -> bool:
-    """The role check of every staff call (commands, buttons, typed answers): refuses
-    politely and logs the refusal without personal data. Shared with /newworkshop."""
-    if await r.context.services.staff.has_role(r.user_id, *roles):
-        return True
-    log.info("refused %s to %s: missing role", what, r.context.services.pseudonym(r.user_id))
-    if r.update is not None and r.update.callback_query is not None:
-        await r.toast(r.label("staff.refused"), alert=True)
-    else:
-        await r.send(r.t("staff.refused"))
-    return False
-
-
 async def enrol_command(update: Update, context: BotContext) -> None:
     r = await Reply.for_update(update, context)
-    if not await allowed(r, "/enrol", *ROLES):
+    if not await require_role(r, "/enrol", *ROLES):
         return
     conversations = context.services.conversations
     await conversations.clear(r.user_id, NEW_WORKSHOP, EDIT_WORKSHOP)
@@ -126,7 +109,7 @@ async def on_button(update: Update, context: BotContext) -> None:
     if pressed is None:
         return
     r, callback = pressed
-    if not await allowed(r, "an enrolment button", *ROLES):
+    if not await require_role(r, "an enrolment button", *ROLES):
         return
     conversations = context.services.conversations
     if callback.action == "enrol_abort":

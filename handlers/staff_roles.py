@@ -1,5 +1,4 @@
-"""Team roles in chat: /grant and /revoke for coordinators, and `require_role` for every
-staff command and button.
+"""Team roles in chat: /grant and /revoke for coordinators.
 
 `/grant ROLE USER_ID` changes at once; `/grant USER_ID` offers the roles as buttons; `/grant`
 alone explains. Every change is recorded with who made it (bot/services/staff.py), the person
@@ -22,7 +21,7 @@ from bot.services.outbox import ClaimedMessage
 from bot.services.staff import COORDINATOR, ROLE_NOTICE, RoleOutcome
 from bot.text.i18n import Html
 from bot.text.user_text import quoted
-from handlers.common import Reply
+from handlers.common import Reply, require_role
 from handlers.notices import renders
 from handlers.staff_menus import refresh_staff_menu
 from storage.models import StaffRole
@@ -44,33 +43,6 @@ SPLIT = 2**31
 PRIVATE = filters.ChatType.PRIVATE
 RESIDENT = "resident"
 _TELEGRAM_ID = re.compile(r"\d{1,15}")
-
-
-async def require_role(update: Update, context: BotContext, *roles: str) -> bool:
-    """True when the person holds one of `roles` (coordinators hold all); otherwise answer
-    `staff.refused` (a toast for a button, a message for a command), log it and say False."""
-    user = update.effective_user
-    if user is None:
-        return False
-    if await context.services.staff.has_role(user.id, *roles):
-        return True
-    r = await Reply.for_update(update, context)
-    if update.callback_query is not None:
-        await r.toast(r.label("staff.refused"), alert=True)
-        what = "a button"
-    else:
-        await r.send(r.t("staff.refused"))
-        what = _command_name(update)
-    log.info(
-        "refused %s to %s (needs %s)", what, context.services.pseudonym(user.id), " or ".join(roles)
-    )
-    return False
-
-
-def _command_name(update: Update) -> str:
-    """The command only: its arguments may hold someone's id."""
-    text = update.effective_message.text if update.effective_message else None
-    return (text or "a message").split(maxsplit=1)[0].split("@", 1)[0]
 
 
 def _roles_list(r: Reply) -> Html:
@@ -102,9 +74,9 @@ async def revoke_command(update: Update, context: BotContext) -> None:
 
 
 async def _role_command(update: Update, context: BotContext, action: str) -> None:
-    if not await require_role(update, context, COORDINATOR):
-        return
     r = await Reply.for_update(update, context)
+    if not await require_role(r, f"/{action}", COORDINATOR):  # not its arguments: an id
+        return
     args = context.args or []
     if len(args) == 1 and (target := _telegram_id(args[0])) is not None:
         await _offer_roles(r, action, target)
@@ -155,7 +127,7 @@ async def on_button(update: Update, context: BotContext) -> None:
         )
         await r.toast(r.label("button.stale"), alert=True)
         return
-    if not await require_role(update, context, COORDINATOR):
+    if not await require_role(r, "a role button", COORDINATOR):
         return
     await r.toast()
     action = "grant" if callback.action == "role_grant" else "revoke"

@@ -19,22 +19,20 @@ from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, filt
 
 from bot.plumbing.callbacks import define_actions
 from bot.plumbing.context import BotContext
-from bot.services.stats.figures import (
-    AutonomyByTheme,
-    GroupFigures,
-    NeedsRanking,
+from bot.services.stats.activity import GroupFigures
+from bot.services.stats.scope import (
     Period,
     PeriodError,
     StatsScope,
-    SurveyResults,
     looks_like_period,
     parse_period,
 )
+from bot.services.stats.survey_answers import AutonomyByTheme, NeedsRanking, SurveyResults
 from bot.services.surveys.definitions import QuestionDef
 from bot.services.taxonomy import NEED_CATEGORIES
 from bot.text.i18n import Html
 from bot.text.user_text import quoted
-from handlers.common import Reply
+from handlers.common import Reply, refuse_role
 from handlers.views import Keyboard
 
 log = logging.getLogger(__name__)
@@ -84,15 +82,7 @@ async def _viewer(r: Reply, what: str) -> Viewer | None:
         return Viewer(r.user_id, coordinator=True)
     if "facilitator" in roles:
         return Viewer(r.user_id, coordinator=False)
-    log.info(
-        "refused %s to %s: no coordinator or facilitator role",
-        what,
-        r.context.services.pseudonym(r.user_id),
-    )
-    if r.update is not None and r.update.callback_query is not None:
-        await r.toast(r.label("staff.refused"), alert=True)
-    else:
-        await r.send(r.t("staff.refused"))
+    await refuse_role(r, what, ("coordinator", "facilitator"))
     return None
 
 

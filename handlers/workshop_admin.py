@@ -44,7 +44,7 @@ from bot.services.workshops.admin import (
     time_stamp,
 )
 from handlers import enrolment, views
-from handlers.common import Reply, pressed_button
+from handlers.common import Reply, pressed_button, require_role
 from handlers.notices import renders
 from handlers.reminders import when
 
@@ -180,7 +180,7 @@ async def _advance(r: Reply, data: dict, state: str) -> None:
 
 async def newworkshop_command(update: Update, context: BotContext) -> None:
     r = await Reply.for_update(update, context)
-    if not await enrolment.allowed(r, "/newworkshop", *ROLES):
+    if not await require_role(r, "/newworkshop", *ROLES):
         return
     await context.services.conversations.clear(r.user_id, EDIT, enrolment.CONVERSATION)
     await _advance(r, {}, "title")
@@ -282,7 +282,7 @@ async def _create(r: Reply, data: dict) -> None:
 
 async def editworkshop_command(update: Update, context: BotContext) -> None:
     r = await Reply.for_update(update, context)
-    if not await enrolment.allowed(r, "/editworkshop", *ROLES):
+    if not await require_role(r, "/editworkshop", *ROLES):
         return
     await context.services.conversations.clear(r.user_id, NEW, EDIT, enrolment.CONVERSATION)
     await _show_list(r, 0)
@@ -444,7 +444,7 @@ async def on_button(update: Update, context: BotContext) -> None:
     if pressed is None:
         return
     r, callback = pressed
-    if not await enrolment.allowed(r, "a workshop button", *ROLES):
+    if not await require_role(r, "a workshop button", *ROLES):
         return
     if callback.action == "wa_abort":
         await context.services.conversations.clear(r.user_id, NEW, EDIT)
@@ -468,7 +468,7 @@ async def capture_text(update: Update, context: BotContext, conversation: Conver
         await context.services.conversations.clear(user.id, name)
         await r.send(r.t("conversation.expired", command=f"/{name}"))
         raise ApplicationHandlerStop
-    if not await enrolment.allowed(r, f"an answer to {name}", *ROLES):
+    if not await require_role(r, f"an answer to {name}", *ROLES):
         await context.services.conversations.clear(user.id, name)
         raise ApplicationHandlerStop
     if name == NEW:

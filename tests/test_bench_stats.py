@@ -11,7 +11,7 @@ import pytest
 
 from bench import stats_bench
 from bench.seed_stats import SeedSizes, seed_stats
-from bot.services.stats.figures import StatsScope, parse_period
+from bot.services.stats.scope import StatsScope, parse_period
 from storage.db import Database
 
 pytestmark = pytest.mark.storage

@@ -13,14 +13,9 @@ from sqlalchemy import inspect, select, update
 
 from bot.clock import ManualClock
 from bot.services.taxonomy import NEED_CATEGORIES
-from bot.services.workshops.importer import (
-    SAMPLE_CATALOGUE,
-    CatalogueError,
-    CatalogueFile,
-    ImportReport,
-    import_catalogue,
-    load_catalogue,
-)
+from bot.services.workshops.catalogue_entries import CatalogueError, CatalogueFile
+from bot.services.workshops.catalogue_file import SAMPLE_CATALOGUE, load_catalogue
+from bot.services.workshops.importer import ImportReport, import_catalogue
 from bot.settings import SUPPORTED_LANGUAGES
 from storage.db import Database
 from storage.models import Territory, Theme, Venue, Workshop

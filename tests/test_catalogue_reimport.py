@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from bot.clock import ManualClock
 from bot.services.workshops.admin import CHANGE_NOTICE, WorkshopAdmin, time_stamp
-from bot.services.workshops.importer import CatalogueError, import_catalogue
+from bot.services.workshops.catalogue_entries import CatalogueError
+from bot.services.workshops.importer import import_catalogue
 from storage.db import Database
 from storage.models import OutboxMessage, Venue
 from tests.e2e import bot_running

@@ -10,7 +10,9 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.clock import ManualClock
-from bot.services.workshops.importer import MAX_FILE_MB, CatalogueError, import_catalogue
+from bot.services.workshops.catalogue_entries import CatalogueError
+from bot.services.workshops.catalogue_file import MAX_FILE_MB
+from bot.services.workshops.importer import import_catalogue
 from storage.db import Database
 from storage.models import Territory
 from tests.test_catalogue_import import NOW, load

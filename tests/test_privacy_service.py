@@ -24,7 +24,8 @@ from bot.services.privacy.retention import (
 )
 from bot.services.registration import PROMOTION_NOTICE, RegistrationService
 from bot.services.residents import ResidentService
-from bot.services.stats.figures import Period, StatsScope, StatsService
+from bot.services.stats.figures import StatsService
+from bot.services.stats.scope import Period, StatsScope
 from bot.settings import CHANNEL_NOTICE_KINDS, ConfigurationError
 from storage.db import Database
 from storage.models import (

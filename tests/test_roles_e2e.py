@@ -216,7 +216,7 @@ async def test_a_resident_and_a_mediator_are_refused_and_the_refusal_is_logged_a
     world, people, caplog
 ):
     before = (await world.roles(), await world.audit())
-    with caplog.at_level(logging.INFO, logger="handlers.staff_roles"):
+    with caplog.at_level(logging.INFO, logger="handlers.common"):
         await people["resident"].send(f"/grant coordinator {RESIDENT}")
         await people["resident"].wait_message(contains="réservée à l'équipe")
         await people["mediator"].send(f"/revoke coordinator {BOSS}")
@@ -267,7 +267,7 @@ async def test_role_buttons_are_checked_on_every_press(world, people, caplog):
     # Well signed for the mediator, but the mediator is no coordinator.
     codec = CallbackCodec(world.settings.effective_token.encode())
     own = codec.encode(MEDIATOR, "role_grant", 2, 0, MEDIATOR)
-    with caplog.at_level(logging.INFO, logger="handlers.staff_roles"):
+    with caplog.at_level(logging.INFO, logger="handlers.common"):
         query = await mediator.press_data(own, message_id=offer.message_id)
         refused = await mediator.callback_answer(query)
     assert refused.show_alert and "only for the programme's team" in (refused.text or "")

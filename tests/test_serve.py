@@ -18,7 +18,7 @@ from sqlalchemy import func, insert, select
 
 from bot.clock import ManualClock
 from bot.plumbing.delivery import JOB_NAME as DELIVERY_JOB
-from bot.services.broadcasts.drafts import KIND
+from bot.services.broadcasts.sending import KIND
 from bot.services.outbox import LEASE, Outbox
 from storage.db import Database
 from storage.models import Broadcast, BroadcastStatus, OutboxMessage, OutboxStatus

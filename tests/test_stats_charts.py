@@ -9,7 +9,7 @@ from datetime import date, timedelta
 import numpy as np
 from matplotlib.image import imread
 
-from bot.services.stats.figures import charts
+from bot.services.stats import charts
 
 WORDS = charts.ChartText("Présence", "Atelier", "Personnes", "< 5", ("Places", "Présents"))
 

@@ -15,14 +15,8 @@ from sqlalchemy import event
 
 from bench.seed_stats import SeedSizes, seed_stats
 from bot.clock import ManualClock
-from bot.services.stats.figures import (
-    Period,
-    PeriodError,
-    StatsScope,
-    StatsService,
-    folded,
-    parse_period,
-)
+from bot.services.stats.figures import StatsService
+from bot.services.stats.scope import Period, PeriodError, StatsScope, folded, parse_period
 from storage.db import Database
 from tests.stats_helpers import FACILITATOR, T0, seed_hand_data
 

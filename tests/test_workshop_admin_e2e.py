@@ -195,7 +195,7 @@ async def test_capacity_changes_are_explained_and_promote_in_order(world: World)
 async def test_residents_are_refused_commands_and_forged_buttons(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="handlers.enrolment")
+    caplog.set_level(logging.INFO, logger="handlers.common")
     workshop_id = await seed_workshop(world.db, world.clock, title="Tablette")
     await sign_up(world.db, world.clock, 301, workshop_id)
     resident = world.client.user(301, "Rita", "fr")

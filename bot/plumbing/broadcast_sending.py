@@ -42,17 +42,17 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 
 from bot.plumbing.context import BotApplication, BotContext
-from bot.plumbing.delivery import JOB_NAME, Outgoing
+from bot.plumbing.delivery import Outgoing, kick_delivery
 from bot.plumbing.request import single_attempt
 from bot.plumbing.send_budget import BULK, NotSent, SendBudget
 from bot.plumbing.send_budget import Pace as Pace  # the bulk pace, now the budget's (re-exported)
-from bot.services.broadcasts.drafts import (
+from bot.services.broadcasts.sending import (
     BLOCKED,
     NOT_PREPARED,
     OPTED_OUT,
@@ -347,7 +347,7 @@ class BroadcastSender:
         self._last_progress.pop(broadcast_id, None)
         self._contents.pop(broadcast_id, None)
         self._stopped.discard(broadcast_id)
-        _kick_delivery(self._application)  # the report is an ordinary outbox message
+        kick_delivery(self._application)  # the report is an ordinary outbox message
 
     async def _show(self, context: BotContext, progress: Progress, *, final: bool) -> bool:
         """Edit the progress message (or record the one that replaced it). False only when
@@ -386,16 +386,6 @@ def send_budget_of(application: BotApplication) -> SendBudget:
     if not isinstance(budget, SendBudget):
         raise RuntimeError("the broadcast sender needs SendBudget as the bot's rate limiter")
     return budget
-
-
-def _kick_delivery(application: BotApplication) -> None:
-    job_queue = application.job_queue
-    if job_queue is None:
-        return
-    for job in job_queue.get_jobs_by_name(JOB_NAME):
-        next_run = job.job.next_run_time
-        if next_run is not None:
-            job.job.modify(next_run_time=datetime.now(next_run.tzinfo))
 
 
 def start_broadcast_sender(

@@ -23,8 +23,9 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.ext import JobQueue
 
-from bot.plumbing.context import BotContext
+from bot.plumbing.context import BotApplication, BotContext
 from bot.plumbing.request import single_attempt
+from bot.plumbing.send_budget import retry_after_seconds
 from bot.services.outbox import ClaimedMessage
 
 
@@ -119,9 +120,7 @@ async def _deliver(
             for send in sends:
                 await getattr(context.bot, send.method)(message.chat_id, **send.kwargs)
     except RetryAfter as exc:
-        delay = exc.retry_after
-        seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
-        await outbox.postpone(message.id, timedelta(seconds=seconds))
+        await outbox.postpone(message.id, timedelta(seconds=retry_after_seconds(exc)))
     except Forbidden:
         if message.resident_id is not None:
             await services.residents.mark_unreachable(message.resident_id)
@@ -144,9 +143,15 @@ def schedule_delivery(
     )
 
 
-def kick_delivery(context: BotContext) -> None:
-    """Deliver now rather than at the next sweep (a promotion notice is urgent)."""
-    if context.job_queue is None:
+def kick_delivery(owner: BotContext | BotApplication) -> None:
+    """Deliver now rather than at the next sweep (a promotion notice is urgent).
+
+    From a handler (its context) or from a long-running task (the application). A sweep
+    without a next run time (paused, or the scheduler shutting down) is left as it is."""
+    job_queue = owner.job_queue
+    if job_queue is None:
         return
-    for job in context.job_queue.get_jobs_by_name(JOB_NAME):
-        job.job.modify(next_run_time=datetime.now(job.job.next_run_time.tzinfo))
+    for job in job_queue.get_jobs_by_name(JOB_NAME):
+        next_run = job.job.next_run_time
+        if next_run is not None:
+            job.job.modify(next_run_time=datetime.now(next_run.tzinfo))

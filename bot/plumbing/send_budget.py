@@ -236,8 +236,12 @@ def _is_group(chat: int | str) -> bool:
     return isinstance(chat, str) or chat < 0
 
 
-def _seconds(retry_after: int | timedelta) -> float:
-    return retry_after.total_seconds() if isinstance(retry_after, timedelta) else float(retry_after)
+def retry_after_seconds(exc: RetryAfter) -> float:
+    """How long a 429 asks to wait, in seconds: python-telegram-bot gives whole seconds, or a
+    timedelta under its future behaviour (bot/__init__.py opts in). The one conversion used by
+    the budget, the outbox delivery and the start-up retries."""
+    delay = exc.retry_after
+    return delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
 
 
 class SendBudget(BaseRateLimiter[dict[str, Any]]):
@@ -467,7 +471,7 @@ class SendBudget(BaseRateLimiter[dict[str, Any]]):
             try:
                 result = await callback(*args, **kwargs)
             except RetryAfter as exc:
-                seconds = _seconds(exc.retry_after)
+                seconds = retry_after_seconds(exc)
                 self.rate_limited += 1
                 log.warning(
                     "Telegram asked to slow down (429 on %s): every message waits %.0f s",

@@ -111,7 +111,9 @@ async def _migrate(settings: Settings) -> None:
 
 async def _import(settings: Settings, path: Path, *, dry_run: bool, allow_past: bool) -> str:
     from bot.clock import SystemClock
-    from bot.services.workshops.importer import CatalogueError, import_catalogue, load_catalogue
+    from bot.services.workshops.catalogue_entries import CatalogueError
+    from bot.services.workshops.catalogue_file import load_catalogue
+    from bot.services.workshops.importer import import_catalogue
     from storage.db import Database
     from storage.migrate import is_at_head
 
@@ -210,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_migrate(settings))
             print("The database is up to date.")
         elif args.command == "import":
-            from bot.services.workshops.importer import CatalogueError
+            from bot.services.workshops.catalogue_entries import CatalogueError
 
             try:
                 print(

@@ -32,6 +32,7 @@ from bot.plumbing.broadcast_sending import stop_broadcast_sender
 from bot.plumbing.context import BotApplication
 from bot.plumbing.health import HEALTH_KEY, BotApiHealth
 from bot.plumbing.request import ResilientRequest
+from bot.plumbing.send_budget import retry_after_seconds
 from bot.runtime.app import build_application
 from bot.runtime.runner import shut_down, start_polling
 from bot.settings import ConfigurationError, Settings
@@ -94,13 +95,7 @@ async def _with_retries(
         except InvalidToken:
             raise
         except RetryAfter as exc:
-            retry_after = exc.retry_after
-            wait = max(
-                delay,
-                retry_after.total_seconds()
-                if isinstance(retry_after, timedelta)
-                else float(retry_after),
-            )
+            wait = max(delay, retry_after_seconds(exc))
             reason = "429 Too Many Requests"
         except NetworkError as exc:  # connection refused or dropped, timeouts, 5xx
             wait = delay

@@ -34,7 +34,8 @@ from sqlalchemy.engine import make_url
 from bot.clock import SystemClock
 from bot.runtime.app import build_application
 from bot.runtime.runner import running
-from bot.services.workshops.importer import SAMPLE_CATALOGUE, import_catalogue, load_catalogue
+from bot.services.workshops.catalogue_file import SAMPLE_CATALOGUE, load_catalogue
+from bot.services.workshops.importer import import_catalogue
 from bot.settings import Settings, load_settings
 from storage.db import Database
 from storage.migrate import upgrade_to_head

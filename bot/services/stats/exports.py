@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import aliased
 
-from bot.services.stats.figures import NEEDS
+from bot.services.stats.survey_answers import NEEDS
 from storage.db import Database
 from storage.models import (
     Registration,
