@@ -66,3 +66,19 @@ def test_text_logs_stay_the_default_and_redact_traces_too(restore_logging, capsy
     err = capsys.readouterr().err
     assert " ERROR capacity_bot.test: the handler failed" in err
     assert "RuntimeError: request to /bot<redacted>/sendMessage" in err and TOKEN not in err
+
+
+@pytest.mark.parametrize("command", ["demo", "playground"])
+def test_without_the_offline_tools_demo_and_playground_say_how_to_install_them(
+    command, restore_logging, monkeypatch, tmp_path, capsys
+):
+    """The Docker image ships the bot only: the offline tools' entry points are not there."""
+    from bot.runtime import cli
+
+    monkeypatch.chdir(tmp_path)  # no .env of the developer's
+    monkeypatch.delenv("BOT_TOKEN", raising=False)
+    monkeypatch.setattr(cli, "entry_points", lambda **_: ())
+    assert cli.main([command]) == cli.EXIT_CONFIG == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert f"capacity-bot {command}:" in err and "pip install -e ./tools" in err
