@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from telegram import Update
-from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, JobQueue, filters
+from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 
 from bot.plumbing.callbacks import define_actions
-from bot.plumbing.context import BotContext
+from bot.plumbing.context import BotContext, BotHandler, BotJobQueue
 from bot.plumbing.delivery import Outgoing, kick_delivery
 from bot.services.attendance import (
     CHECKIN_PROMPT,
@@ -226,13 +226,13 @@ async def plan_checkin_prompts(context: BotContext) -> None:
         kick_delivery(context)
 
 
-def schedule_checkin_prompts(job_queue: JobQueue) -> None:
+def schedule_checkin_prompts(job_queue: BotJobQueue) -> None:
     job_queue.run_repeating(
         plan_checkin_prompts, interval=PROMPT_INTERVAL_S, first=PROMPT_INTERVAL_S, name=PROMPT_JOB
     )
 
 
-def attendance_handlers() -> list[BaseHandler]:
+def attendance_handlers() -> list[BotHandler]:
     """Register before the resident handlers (their catch-alls would answer first)."""
     return [
         CommandHandler("checkin", checkin_command, filters=PRIVATE),

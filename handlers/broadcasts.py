@@ -13,11 +13,11 @@ announcements back on from that message or from the language screen.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from telegram import InlineKeyboardButton, Update
 from telegram.ext import (
     ApplicationHandlerStop,
-    BaseHandler,
     CallbackQueryHandler,
     CommandHandler,
     filters,
@@ -25,7 +25,7 @@ from telegram.ext import (
 
 from bot.plumbing.broadcast_sending import kick_broadcasts
 from bot.plumbing.callbacks import Callback, define_actions
-from bot.plumbing.context import BotContext
+from bot.plumbing.context import BotContext, BotHandler
 from bot.services.broadcasts.drafts import Draft, Step, TakeOutcome
 from bot.services.broadcasts.sending import (
     NEEDS_SURVEY,
@@ -208,7 +208,7 @@ async def _audience_choices(r: Reply, kind_index: int, page: int = 0) -> None:
     await r.show(text, keyboard)
 
 
-async def _describe(r: Reply, audience: dict) -> str:
+async def _describe(r: Reply, audience: dict[str, Any]) -> str:
     services = r.context.services
     kind = audience["kind"]
     params: dict[str, object] = {}
@@ -310,7 +310,7 @@ async def _lang(r: Reply, cb: Callback) -> None:
     await _choose(r, {"kind": "language", "code": str(cb.args[0])})
 
 
-async def _choose(r: Reply, audience: dict) -> None:
+async def _choose(r: Reply, audience: dict[str, Any]) -> None:
     draft = await r.context.services.broadcasts.choose_audience(r.user_id, audience)
     if draft is None:
         await r.toast(r.label("button.stale"), alert=True)
@@ -450,7 +450,7 @@ _RESIDENT = {
 }
 
 
-def broadcast_handlers() -> list[BaseHandler]:
+def broadcast_handlers() -> list[BotHandler]:
     """Group 0, before the resident handlers: the command and the buttons."""
     return [
         CommandHandler("broadcast", broadcast_command, filters=PRIVATE),

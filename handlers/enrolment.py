@@ -8,11 +8,13 @@ handlers/workshop_admin.py (one capture for all staff conversations).
 
 from __future__ import annotations
 
-from telegram import Update
-from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, filters
+from typing import Any
+
+from telegram import InlineKeyboardButton, Update
+from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 
 from bot.plumbing.callbacks import Callback, define_actions
-from bot.plumbing.context import BotContext
+from bot.plumbing.context import BotContext, BotHandler
 from bot.plumbing.delivery import kick_delivery
 from bot.services.conversations import EDIT_WORKSHOP, ENROL, NEW_WORKSHOP
 from bot.services.enrolment import (
@@ -40,7 +42,7 @@ ROLES = ("mediator", "coordinator")
 PRIVATE = filters.ChatType.PRIVATE
 
 
-def _abort_row(r: Reply) -> list:
+def _abort_row(r: Reply) -> list[InlineKeyboardButton]:
     return [r.button(r.label("enrolment.abort"), "enrol_abort")]
 
 
@@ -62,7 +64,7 @@ async def _ask_phone(r: Reply, problem: str | None = None) -> None:
     )
 
 
-async def _ask_consent(r: Reply, data: dict) -> None:
+async def _ask_consent(r: Reply, data: dict[str, Any]) -> None:
     await r.context.services.conversations.set(r.user_id, CONVERSATION, "consent", data)
     await r.send(
         r.t("enrolment.ask.consent", name=isolated(str(data["name"]))),
@@ -79,7 +81,7 @@ async def _ask_workshop(r: Reply, page: int) -> None:
     await r.show(r.t(key), keyboard)
 
 
-async def on_text(r: Reply, state: str, data: dict, text: str) -> None:
+async def on_text(r: Reply, state: str, data: dict[str, Any], text: str) -> None:
     """A typed answer to the current step of /enrol (the role is already checked)."""
     conversations = r.context.services.conversations
     if state == "name":
@@ -139,7 +141,7 @@ async def on_button(update: Update, context: BotContext) -> None:
         await _enrol(r, step.data, callback)
 
 
-async def _enrol(r: Reply, data: dict, callback: Callback) -> None:
+async def _enrol(r: Reply, data: dict[str, Any], callback: Callback) -> None:
     services = r.context.services
     workshop_id = callback.int_arg(0)
     result = await services.enrolment.enrol(
@@ -186,7 +188,7 @@ async def claim_command(update: Update, context: BotContext) -> None:
         await r.send(r.t("enrolment.claim.invalid"))
 
 
-def enrolment_handlers() -> list[BaseHandler]:
+def enrolment_handlers() -> list[BotHandler]:
     """Group 0, before the resident handlers (registered by handlers/workshop_admin.py)."""
     return [
         CommandHandler("enrol", enrol_command, filters=PRIVATE),

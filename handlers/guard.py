@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from typing import Any, cast
 
-from telegram import ChatMember, Update
+from telegram import ChatMember, Update, User
 from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import ApplicationHandlerStop, TypeHandler
@@ -52,11 +53,16 @@ def install_guard(application: BotApplication) -> None:
         processor.admission = partial(_admit_on_arrival, application)
 
 
-def flood_control(application: BotApplication) -> FloodControl | None:
-    """The application's flood buckets, made from the settings once the services exist."""
-    flood: FloodControl | None = application.bot_data.get(FLOOD_KEY)
+def flood_control(bot_data: dict[Any, Any]) -> FloodControl | None:
+    """The application's flood buckets (kept in its bot_data), made from the settings once
+    the services exist.
+
+    It takes the bot_data rather than the application: a context's `application` is typed
+    with PTB's unsolved context type variable, while its `bot_data` is the application's own
+    dict."""
+    flood: FloodControl | None = bot_data.get(FLOOD_KEY)
     if flood is None:
-        services: Services | None = application.bot_data.get(SERVICES_KEY)
+        services: Services | None = bot_data.get(SERVICES_KEY)
         if services is None:
             return None
         flood = FloodControl(
@@ -64,14 +70,14 @@ def flood_control(application: BotApplication) -> FloodControl | None:
             services.settings.flood_burst,
             notice_interval=FLOOD_NOTICE_INTERVAL_S,
         )
-        application.bot_data[FLOOD_KEY] = flood
+        bot_data[FLOOD_KEY] = flood
     return flood
 
 
 def _admit_on_arrival(application: BotApplication, update: object) -> bool:
     if not isinstance(update, Update) or update.effective_user is None:
         return True
-    flood = flood_control(application)
+    flood = flood_control(application.bot_data)
     if flood is None:
         return True
     return flood.decide_early(update.update_id, update.effective_user.id)
@@ -81,7 +87,7 @@ async def guard(update: Update, context: BotContext) -> None:
     """Let through what the features handle; drop the rest before it costs anything."""
     services = context.services
     chat, user = update.effective_chat, update.effective_user
-    flood = flood_control(context.application)
+    flood = flood_control(context.bot_data)
     within_budget = flood is None or user is None or flood.verdict(update.update_id, user.id)
 
     if update.my_chat_member is not None and chat is not None and chat.type != ChatType.PRIVATE:
@@ -121,7 +127,10 @@ async def _membership_changed(update: Update, context: BotContext) -> None:
     services = context.services
     if not added or change.chat.id == services.settings.admin_chat_id:
         return
-    adder = change.from_user
+    # The Bot API always sends "from" here and PTB types from_user as a User, but PTB builds
+    # it from the JSON with de_json_optional: an update without "from" (hostile input) gives
+    # None, which the guard must survive.
+    adder = cast("User | None", change.from_user)
     if adder is not None and await services.staff.has_role(adder.id, *STAFF_ROLES):
         log.info("added to a %s by staff: staying, ignoring it", change.chat.type)
         return

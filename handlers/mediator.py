@@ -16,14 +16,13 @@ from telegram.constants import ParseMode
 from telegram.error import TelegramError
 from telegram.ext import (
     ApplicationHandlerStop,
-    BaseHandler,
     CallbackQueryHandler,
     MessageHandler,
     filters,
 )
 
 from bot.plumbing.callbacks import define_actions
-from bot.plumbing.context import BotContext
+from bot.plumbing.context import BotContext, BotHandler
 from bot.plumbing.delivery import Outgoing, kick_delivery
 from bot.services.conversations import Conversation
 from bot.services.mediator_relay import (
@@ -192,7 +191,7 @@ async def render_mediator_reply(
     ]
 
 
-def mediator_handlers() -> list[BaseHandler]:
+def mediator_handlers() -> list[BotHandler]:
     """Group 0, before the resident handlers: the buttons, and replies in the admin chat."""
     return [
         CallbackQueryHandler(on_button, pattern=CALLBACK_PATTERN),

@@ -12,10 +12,10 @@ import re
 
 from telegram import Update
 from telegram.error import BadRequest, Forbidden
-from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, filters
+from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 
 from bot.plumbing.callbacks import define_actions
-from bot.plumbing.context import BotContext
+from bot.plumbing.context import BotContext, BotHandler
 from bot.plumbing.delivery import Outgoing, kick_delivery
 from bot.services.outbox import ClaimedMessage
 from bot.services.staff import COORDINATOR, ROLE_NOTICE, RoleOutcome
@@ -184,7 +184,7 @@ async def _role_notice(context: BotContext, message: ClaimedMessage) -> list[Out
     return [Outgoing.message(r.t(key, role=r.label(f"roles.name.{role}")))]
 
 
-def staff_role_handlers() -> list[BaseHandler]:
+def staff_role_handlers() -> list[BotHandler]:
     return [
         CommandHandler("grant", grant_command, filters=PRIVATE),
         CommandHandler("revoke", revoke_command, filters=PRIVATE),

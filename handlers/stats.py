@@ -15,10 +15,10 @@ from datetime import date, datetime, time
 
 from babel.numbers import format_decimal, format_percent
 from telegram import InputFile, Update
-from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, filters
+from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 
 from bot.plumbing.callbacks import define_actions
-from bot.plumbing.context import BotContext
+from bot.plumbing.context import BotContext, BotHandler
 from bot.services.stats.activity import GroupFigures
 from bot.services.stats.scope import (
     Period,
@@ -413,7 +413,7 @@ async def on_button(update: Update, context: BotContext) -> None:
     await send_charts(r, scope, viewer)
 
 
-def _needs_by_area(r: Reply, needs: NeedsRanking) -> tuple[list[str], dict[str, list]]:
+def _needs_by_area(r: Reply, needs: NeedsRanking) -> tuple[list[str], dict[str, list[int | None]]]:
     """Neighbourhoods, and for each of the most named needs its count in each of them."""
     no_area = r.label("stats.needs_no_area")
     counts = {(row.territory_name or no_area, row.need): row.count for row in needs.ranked}
@@ -506,6 +506,9 @@ async def send_charts(r: Reply, scope: StatsScope, viewer: Viewer) -> None:
             ),
         )
     )
+    # The charts answer a button of a message the bot sent to a chat (no inline mode), so
+    # the update has one: the same invariant as Reply.send's.
+    assert r.chat_id is not None
     for caption, png in pictures:
         await r.context.bot.send_photo(
             r.chat_id, InputFile(png, filename="chart.png"), caption=caption
@@ -519,6 +522,7 @@ async def export_command(update: Update, context: BotContext) -> None:
     if viewer is None:
         return
     await r.send(r.t("stats.export_preparing"))
+    assert r.chat_id is not None  # a private chat's command (filters=PRIVATE), as r.send asserts
     async with context.services.exports.export(viewer.facilitator_id) as files:
         for file in files:
             with file.path.open("rb") as handle:
@@ -531,7 +535,7 @@ async def export_command(update: Update, context: BotContext) -> None:
     log.info("export sent to %s", r.context.services.pseudonym(r.user_id))
 
 
-def stats_handlers() -> list[BaseHandler]:
+def stats_handlers() -> list[BotHandler]:
     """Register before the resident handlers (their catch-alls would answer first)."""
     return [
         CommandHandler("stats", stats_command, filters=PRIVATE),

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime, timedelta
+from typing import Any
 
-from telegram import Update
+from telegram import InlineKeyboardButton, Update
 from telegram.ext import (
     ApplicationHandlerStop,
-    BaseHandler,
     CallbackQueryHandler,
     CommandHandler,
     filters,
 )
 
 from bot.plumbing.callbacks import Callback, define_actions
-from bot.plumbing.context import BotContext
+from bot.plumbing.context import BotContext, BotHandler
 from bot.plumbing.delivery import Outgoing, kick_delivery
 from bot.services.conversations import EDIT_WORKSHOP, NEW_WORKSHOP, Conversation, staff_step
 from bot.services.outbox import ClaimedMessage
@@ -78,7 +78,7 @@ DURATIONS = (60, 90, 120, 180)
 DAYS_OFFERED = 14
 
 
-def _abort_row(r: Reply) -> list:
+def _abort_row(r: Reply) -> list[InlineKeyboardButton]:
     return [r.button(r.label("workshop_admin.abort"), "wa_abort")]
 
 
@@ -99,7 +99,7 @@ def _minutes_label(minutes: int) -> str:
 # ---------------------------------------------------------------- /newworkshop
 
 
-async def _ask_step(r: Reply, state: str, data: dict, problem: str | None = None) -> None:
+async def _ask_step(r: Reply, state: str, data: dict[str, Any], problem: str | None = None) -> None:
     """Show the question of a step, after the reason the last answer was refused, if any."""
     services = r.context.services
     keyboard: views.Keyboard = []
@@ -143,7 +143,7 @@ def _confirm_keyboard(r: Reply) -> views.Keyboard:
     ]
 
 
-def _draft(r: Reply, data: dict) -> Draft:
+def _draft(r: Reply, data: dict[str, Any]) -> Draft:
     tz = r.context.services.settings.tz
     day = day_from_number(int(data["day"]))
     at = parse_clock_time(str(data["time"]))
@@ -158,7 +158,7 @@ def _draft(r: Reply, data: dict) -> Draft:
     )
 
 
-async def _summary(r: Reply, data: dict) -> str:
+async def _summary(r: Reply, data: dict[str, Any]) -> str:
     services = r.context.services
     draft = _draft(r, data)
     themes = {t.id: t.name for t in await services.workshop_admin.themes()}
@@ -173,7 +173,7 @@ async def _summary(r: Reply, data: dict) -> str:
     )
 
 
-async def _advance(r: Reply, data: dict, state: str) -> None:
+async def _advance(r: Reply, data: dict[str, Any], state: str) -> None:
     await r.context.services.conversations.set(r.user_id, NEW, state, data)
     await _ask_step(r, state, data)
 
@@ -186,7 +186,7 @@ async def newworkshop_command(update: Update, context: BotContext) -> None:
     await _advance(r, {}, "title")
 
 
-async def _new_text(r: Reply, state: str, data: dict, text: str) -> None:
+async def _new_text(r: Reply, state: str, data: dict[str, Any], text: str) -> None:
     """A typed answer to the current step of /newworkshop: store it and go on, or re-ask."""
     services = r.context.services
     tz = services.settings.tz
@@ -264,7 +264,7 @@ async def _new_button(r: Reply, callback: Callback) -> None:
         await _advance(r, data | {"minutes": value}, "capacity")
 
 
-async def _create(r: Reply, data: dict) -> None:
+async def _create(r: Reply, data: dict[str, Any]) -> None:
     services = r.context.services
     workshop_id = await services.workshop_admin.create(_draft(r, data), r.user_id)
     if workshop_id is None:
@@ -408,7 +408,7 @@ async def _after_edit(r: Reply, workshop_id: int, result: EditResult) -> None:
     await _show_workshop(r, workshop_id, _edit_result_text(r, result))
 
 
-async def _edit_text(r: Reply, state: str, data: dict, text: str) -> None:
+async def _edit_text(r: Reply, state: str, data: dict[str, Any], text: str) -> None:
     services = r.context.services
     workshop_id = int(data["workshop_id"])
     if state == "when":
@@ -517,7 +517,7 @@ async def render_change(context: BotContext, message: ClaimedMessage) -> list[Ou
     return [Outgoing.message(text, keyboard)]
 
 
-def workshop_admin_handlers() -> list[BaseHandler]:
+def workshop_admin_handlers() -> list[BotHandler]:
     """Group 0, before the resident handlers."""
     return [
         CommandHandler("newworkshop", newworkshop_command, filters=PRIVATE),

@@ -142,7 +142,7 @@ class BroadcastSender:
 
     @property
     def _context(self) -> BotContext:
-        return BotContext(self._application)  # type: ignore[arg-type]
+        return BotContext(self._application)
 
     async def _run(self) -> None:
         # Resuming after a restart can wait for the bot to finish starting (and to answer the

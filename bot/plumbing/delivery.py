@@ -16,14 +16,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
-from telegram.ext import JobQueue
 
-from bot.plumbing.context import BotApplication, BotContext
+from bot.plumbing.context import BotApplication, BotContext, BotJobQueue
 from bot.plumbing.request import single_attempt
 from bot.plumbing.send_budget import retry_after_seconds
 from bot.services.outbox import ClaimedMessage
@@ -68,7 +67,8 @@ async def deliver_outbox(context: BotContext) -> None:
     """
     outbox = context.services.outbox
     assert context.job is not None
-    render_notice: NoticeRenderer = context.job.data
+    # PTB types a job's data as object; schedule_delivery gives this job the renderer.
+    render_notice = cast(NoticeRenderer, context.job.data)
     while True:
         batch = await outbox.claim_due(BATCH)
         for message in batch:
@@ -135,7 +135,7 @@ async def _deliver(
 
 
 def schedule_delivery(
-    job_queue: JobQueue, render_notice: NoticeRenderer, interval_s: float
+    job_queue: BotJobQueue, render_notice: NoticeRenderer, interval_s: float
 ) -> None:
     """The periodic sweep: catches up after a restart or an outage of the Bot API."""
     job_queue.run_repeating(

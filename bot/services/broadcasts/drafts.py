@@ -43,6 +43,7 @@ from storage.models import (
     Territory,
     Workshop,
 )
+from storage.results import affected_rows
 
 CONVERSATION = BROADCAST
 TEXT_LIMIT = 4096
@@ -103,8 +104,10 @@ class BroadcastService(BroadcastSending):
 
     async def discard(self, user_id: int) -> bool:
         async with self._db.write() as session:
-            result = await session.execute(delete(ConversationState).where(_state_of(user_id)))
-            return result.rowcount == 1
+            deleted = await affected_rows(
+                session, delete(ConversationState).where(_state_of(user_id))
+            )
+            return deleted == 1
 
     async def take_text(
         self, user_id: int, text: str, visible_length: int, *, draft: Draft | None = None
@@ -185,12 +188,13 @@ class BroadcastService(BroadcastSending):
             if expected is None:
                 await put(session, user_id, CONVERSATION, step, data, now)
             else:
-                result = await session.execute(
+                moved = await affected_rows(
+                    session,
                     update(ConversationState)
                     .where(_state_of(user_id), ConversationState.state == expected)
-                    .values(state=step, data=data, updated_at=now)
+                    .values(state=step, data=data, updated_at=now),
                 )
-                if result.rowcount != 1:
+                if moved != 1:
                     return None
         return _draft(step, data)
 
@@ -272,7 +276,8 @@ class BroadcastService(BroadcastSending):
                 literal(0),
                 literal(now, OutboxMessage.created_at.type),
             ).where(true())  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT
-            inserted = await session.execute(
+            inserted = await affected_rows(
+                session,
                 self._insert()(OutboxMessage)
                 .from_select(
                     [
@@ -288,9 +293,9 @@ class BroadcastService(BroadcastSending):
                     ],
                     rows,
                 )
-                .on_conflict_do_nothing(index_elements=["dedupe_key"])
+                .on_conflict_do_nothing(index_elements=["dedupe_key"]),
             )
-            broadcast.recipients = max(inserted.rowcount, 0)
+            broadcast.recipients = max(inserted, 0)
             return broadcast.id
 
 

@@ -49,6 +49,7 @@ from storage.models import (
     Venue,
     Workshop,
 )
+from storage.results import affected_rows
 
 KIND = "broadcast"  # outbox rows of a broadcast, rendered and paced by the broadcast sender
 REPORT_KIND = "broadcast_report"  # the delivery report to the sender, a normal outbox message
@@ -107,7 +108,7 @@ class BroadcastSending:
 
     # -- audiences ----------------------------------------------------------------------
 
-    def _recipients(self, audience: dict[str, Any]) -> Select[tuple[int]]:
+    def _recipients(self, audience: dict[str, Any]) -> Select[int]:
         """The ids of the residents an audience reaches, as a SELECT (never run in Python)."""
         reachable = and_(
             Resident.consented_at.is_not(None),
@@ -157,7 +158,7 @@ class BroadcastSending:
             return Resident.language == language
         raise ValueError(f"unknown audience {audience!r}")
 
-    def _needs_answer(self, question: str, value: ColumnElement[Any]) -> Select[tuple[int]]:
+    def _needs_answer(self, question: str, value: ColumnElement[Any]) -> Select[int | None]:
         """Residents whose needs-survey answer to `question` includes `value` (a JSON list)."""
         elements = (
             func.json_each(SurveyAnswer.choices)
@@ -213,12 +214,13 @@ class BroadcastSending:
         the sender's hands finish, and the sender writes the report."""
         now = self._clock.now()
         async with self._db.write() as session:
-            result = await session.execute(
+            cancelled = await affected_rows(
+                session,
                 update(Broadcast)
                 .where(Broadcast.id == broadcast_id, Broadcast.status == BroadcastStatus.SENDING)
-                .values(status=BroadcastStatus.CANCELLED)
+                .values(status=BroadcastStatus.CANCELLED),
             )
-            if result.rowcount != 1:
+            if cancelled != 1:
                 return False
             await session.execute(_drop_unclaimed(broadcast_id, now))
             return True
@@ -292,7 +294,8 @@ class BroadcastSending:
                 )
                 .exists()
             )
-            closed = await session.execute(
+            closed = await affected_rows(
+                session,
                 update(Broadcast)
                 .where(
                     Broadcast.id == final.broadcast_id,
@@ -307,9 +310,9 @@ class BroadcastSending:
                         (Broadcast.status == BroadcastStatus.CANCELLED, BroadcastStatus.CANCELLED),
                         else_=BroadcastStatus.DONE,
                     ),
-                )
+                ),
             )
-            if closed.rowcount != 1:
+            if closed != 1:
                 return False
             await session.execute(
                 self._insert()(OutboxMessage)
@@ -347,12 +350,13 @@ class BroadcastSending:
     async def set_announcements(self, telegram_id: int, wanted: bool) -> bool:
         """Turn announcements off or on; False when the person is not a consenting resident."""
         async with self._db.write() as session:
-            result = await session.execute(
+            changed = await affected_rows(
+                session,
                 update(Resident)
                 .where(Resident.telegram_id == telegram_id, Resident.consented_at.is_not(None))
-                .values(wants_announcements=wanted)
+                .values(wants_announcements=wanted),
             )
-            return result.rowcount == 1
+            return changed == 1
 
     async def wants_announcements(self, telegram_id: int) -> bool | None:
         async with self._db.read() as session:
@@ -400,6 +404,7 @@ async def _progress(session: Any, broadcast_id: int) -> Progress | None:
         .where(OutboxMessage.broadcast_id == broadcast_id)
         .group_by(OutboxMessage.status, OutboxMessage.last_error)
     ):
+        key: tuple[str, str | None]
         if status == OutboxStatus.DROPPED:
             key = (status, CANCELLED if error == CANCELLED else BLOCKED)
         else:

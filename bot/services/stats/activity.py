@@ -7,11 +7,12 @@ each view is one to three GROUP BY queries over the registrations of the worksho
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, distinct, exists, func, or_, select
+from sqlalchemy import ColumnElement, Row, Select, and_, case, distinct, exists, func, or_, select
 
 from bot.services.stats.scope import Period, StatsReader, StatsScope, local_midnight
 from storage.models import (
@@ -61,6 +62,10 @@ class GroupFigures:
     label: dict[str, str] | str
     starts_at: datetime | None  # workshops only
     figures: Figures
+
+
+# A grouped row's label and start (GroupFigures' fields between the id and the figures).
+GroupLabel = Callable[[Row[Any]], tuple[dict[str, str] | str, datetime | None]]
 
 
 @dataclass(frozen=True)
@@ -202,7 +207,7 @@ class ActivityViews(StatsReader):
         )
         return await self._groups(query, lambda row: (row.name, None))
 
-    async def _groups(self, query: Select[Any], label: Any) -> list[GroupFigures]:
+    async def _groups(self, query: Select[Any], label: GroupLabel) -> list[GroupFigures]:
         """One query; the grouped rows are only shaped here."""
         async with self._db.read() as session:
             rows = (await session.execute(query)).all()

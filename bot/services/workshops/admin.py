@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,6 +39,7 @@ from storage.models import (
     Workshop,
     WorkshopStatus,
 )
+from storage.results import affected_rows
 
 CHANGE_NOTICE = "workshop_changed"
 MAX_CAPACITY = 500
@@ -287,7 +288,8 @@ class WorkshopAdmin:
                 return EditResult(EditOutcome.CLOSED)
             if current.starts_at == starts_at:
                 return EditResult(EditOutcome.UNCHANGED)
-            changed = await session.execute(
+            changed = await affected_rows(
+                session,
                 update(Workshop)
                 .where(
                     Workshop.id == workshop_id,
@@ -298,9 +300,9 @@ class WorkshopAdmin:
                     starts_at=starts_at,
                     ends_at=starts_at + (current.ends_at - current.starts_at),
                     updated_at=now,
-                )
+                ),
             )
-            if changed.rowcount != 1:
+            if changed != 1:
                 return EditResult(EditOutcome.CLOSED)
             stamp = time_change_stamp(starts_at, now)
             notified = await queue_change_notices(
@@ -334,16 +336,17 @@ class WorkshopAdmin:
             current = await _open_workshop(session, workshop_id, now)
             if current is None:
                 return EditResult(EditOutcome.CLOSED)
-            changed = await session.execute(
+            changed = await affected_rows(
+                session,
                 update(Workshop)
                 .where(
                     Workshop.id == workshop_id,
                     Workshop.status == WorkshopStatus.SCHEDULED,
                     Workshop.seats_taken <= capacity,
                 )
-                .values(capacity=capacity, updated_at=now)
+                .values(capacity=capacity, updated_at=now),
             )
-            if changed.rowcount != 1:
+            if changed != 1:
                 return EditResult(EditOutcome.BELOW_CONFIRMED, confirmed=current.seats_taken)
             promoted = 0
             while await promote_from_waitlist(session, workshop_id, now) is not None:
@@ -354,16 +357,17 @@ class WorkshopAdmin:
         """Call the workshop off; registrations stay as they are, everyone is told."""
         now = self._clock.now()
         async with self._db.write() as session:
-            changed = await session.execute(
+            changed = await affected_rows(
+                session,
                 update(Workshop)
                 .where(
                     Workshop.id == workshop_id,
                     Workshop.status == WorkshopStatus.SCHEDULED,
                     Workshop.starts_at > now,
                 )
-                .values(status=WorkshopStatus.CANCELLED, updated_at=now)
+                .values(status=WorkshopStatus.CANCELLED, updated_at=now),
             )
-            if changed.rowcount != 1:
+            if changed != 1:
                 return EditResult(EditOutcome.CLOSED)
             notified = await queue_change_notices(
                 session, workshop_id, Change.CANCELLED, "", now, is_sqlite=self._db.is_sqlite
@@ -449,7 +453,9 @@ async def _open_workshop(session: AsyncSession, workshop_id: int, now: datetime)
     return _Open(row.starts_at, row.ends_at, row.venue_id, row.seats_taken) if row else None
 
 
-def _managed_query():  # type: ignore[no-untyped-def]
+def _managed_query() -> Select[*tuple[Any, ...]]:
+    """A managed workshop's columns (read by `_managed`); ten of them, more than
+    SQLAlchemy's typed overloads of select() name, so the row is typed as Any."""
     waitlisted = (
         select(func.count())
         .where(

@@ -61,7 +61,8 @@ class CatalogueError(Exception):
 def _context(info: ValidationInfo) -> dict[str, Any]:
     if not info.context:
         raise RuntimeError("catalogue entries are validated through load_catalogue()")
-    return info.context
+    context: dict[str, Any] = info.context  # load_catalogue() passes a dict (pydantic: Any)
+    return context
 
 
 def _require_mapping(value: Any) -> Any:

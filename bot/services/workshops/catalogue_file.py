@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -40,6 +40,16 @@ SAMPLE_CATALOGUE = Path(__file__).resolve().parent / "saint-etienne.yaml"
 MAX_FILE_MB = 5
 _YAML_STR = "tag:yaml.org,2002:str"
 _YAML_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+# The safe loader's implicit resolvers (by first character), without the timestamp one, and a
+# clock time as text checked before the int resolver of the same first character, so that
+# 14:00 stays text. Built once; the loaders only read it.
+_IMPLICIT_RESOLVERS: dict[str, list[tuple[str, re.Pattern[str]]]] = {
+    first: [
+        *([(_YAML_STR, re.compile(r"^[0-9]{1,2}:[0-9]{2}$"))] if first.isdigit() else []),
+        *(resolver for resolver in resolvers if resolver[0] != _YAML_TIMESTAMP),
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 class _CatalogueLoader(yaml.CSafeLoader):
@@ -53,14 +63,11 @@ class _CatalogueLoader(yaml.CSafeLoader):
     it bounds the nesting depth, where the pure-Python parser overflows Python's stack.
     """
 
-    # Checked before the int resolver of the same first character, so that 14:00 stays text.
-    yaml_implicit_resolvers: ClassVar[dict[str, list[tuple[str, re.Pattern[str]]]]] = {
-        first: [
-            *([(_YAML_STR, re.compile(r"^[0-9]{1,2}:[0-9]{2}$"))] if first.isdigit() else []),
-            *(resolver for resolver in resolvers if resolver[0] != _YAML_TIMESTAMP),
-        ]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        # An instance attribute: PyYAML's resolver reads it through self, and its stubs declare
+        # it as one (a class-level override would contradict them).
+        self.yaml_implicit_resolvers = _IMPLICIT_RESOLVERS
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         """A value Python cannot hold (an integer of 5,000 digits) is a problem at its line."""
