@@ -47,7 +47,7 @@ ROLL_ROLES = ("facilitator",)  # coordinators may too (StaffService.has_role)
 ROLL_REFUSED = "attendance.roll_refused"
 
 
-def _short(text: str, limit: int) -> str:
+def shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
@@ -120,7 +120,7 @@ def roll_list_view(r: Reply, workshops: list[RollWorkshop]) -> tuple[str, views.
             r.button(
                 f"{translator.short_date(r.language, w.starts_at, tz)} "
                 f"{translator.time(r.language, w.starts_at, tz)} · "
-                f"{_short(_title(r, w.title), TITLE_CHARS)}",
+                f"{shorten(_title(r, w.title), TITLE_CHARS)}",
                 "roll_open",
                 w.id,
             )
@@ -152,7 +152,7 @@ def roll_call_view(r: Reply, roll: RollCall) -> tuple[str, views.Keyboard]:
     for number, entry in enumerate(roll.entries, start=1):
         name = entry.first_name or r.label("attendance.someone", number=number)
         mark = "✅" if entry.present else "⬜"
-        label = f"{mark} {isolated(_short(name, NAME_CHARS))}"
+        label = f"{mark} {isolated(shorten(name, NAME_CHARS))}"
         buttons.append(
             r.button(label, "roll_set", entry.registration_id, 0 if entry.present else 1)
         )

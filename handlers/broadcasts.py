@@ -169,7 +169,7 @@ async def _audience_choices(r: Reply, kind_index: int, page: int = 0) -> None:
     if kind == "territory":
         for territory_id, name in await services.broadcasts.territories():
             keyboard.append(
-                [r.button(views._short(name), "broadcast_to", kind_index, territory_id)]
+                [r.button(views.shorten(name), "broadcast_to", kind_index, territory_id)]
             )
     elif kind in ("registrants", "waitlist"):
         result = await services.catalogue.upcoming(0, 0, page)
@@ -177,7 +177,7 @@ async def _audience_choices(r: Reply, kind_index: int, page: int = 0) -> None:
         for item in result.items:
             label = (
                 f"{translator.short_date(r.language, item.starts_at, tz)} · "
-                f"{views._short(translator.localized(item.title, r.language), 28)}"
+                f"{views.shorten(translator.localized(item.title, r.language), 28)}"
             )
             keyboard.append([r.button(label, "broadcast_to", kind_index, item.id)])
         navigation = []
@@ -193,7 +193,7 @@ async def _audience_choices(r: Reply, kind_index: int, page: int = 0) -> None:
             keyboard.append(navigation)
     elif kind == "need":
         for index, (_, texts) in enumerate(_need_choices(r)):
-            label = views._short(translator.localized(texts, r.language))
+            label = views.shorten(translator.localized(texts, r.language))
             keyboard.append([r.button(label, "broadcast_to", kind_index, index)])
     elif kind == "language":
         keyboard.append(

@@ -20,7 +20,7 @@ def _escape_html(text: str) -> str:
     return escape(text, quote=False)
 
 
-def _short(text: str, limit: int = BUTTON_TITLE_CHARS) -> str:
+def shorten(text: str, limit: int = BUTTON_TITLE_CHARS) -> str:
     """Shorten a title for a button, at a word boundary when there is one."""
     if len(text) <= limit:
         return text
@@ -121,7 +121,7 @@ def workshop_list(
             label = (
                 f"{seats}{translator.short_date(r.language, item.starts_at, tz)} "
                 f"{translator.time(r.language, item.starts_at, tz)} · "
-                f"{_short(translator.localized(item.title, r.language))}"
+                f"{shorten(translator.localized(item.title, r.language))}"
             )
             keyboard.append([r.button(label, "card", item.id, territory_id, theme_id, page.page)])
         navigation = []
@@ -238,7 +238,9 @@ def my_places(r: Reply, places: list[MyPlace]) -> tuple[str, Keyboard]:
     keyboard: Keyboard = [
         [
             r.button(
-                r.label("mine.cancel", title=_short(translator.localized(p.title, r.language), 26)),
+                r.label(
+                    "mine.cancel", title=shorten(translator.localized(p.title, r.language), 26)
+                ),
                 "cancel_ask",
                 p.workshop_id,
                 1,
@@ -317,7 +319,7 @@ def upcoming_picker(
     keyboard = [
         [
             r.button(
-                _short(
+                shorten(
                     f"{services.translator.short_date(r.language, w.starts_at, tz)} · "
                     f"{services.translator.localized(w.title, r.language)}"
                 ),

@@ -108,7 +108,7 @@ async def _ask_step(r: Reply, state: str, data: dict[str, Any], problem: str | N
         keyboard = [
             [
                 r.button(
-                    views._short(services.translator.localized(t.name, r.language)),
+                    views.shorten(services.translator.localized(t.name, r.language)),
                     "wa_theme",
                     t.id,
                 )
@@ -117,7 +117,7 @@ async def _ask_step(r: Reply, state: str, data: dict[str, Any], problem: str | N
         ]
     elif state == "venue":
         venues = await services.workshop_admin.venues()
-        keyboard = [[r.button(views._short(str(v.name)), "wa_venue", v.id)] for v in venues]
+        keyboard = [[r.button(views.shorten(str(v.name)), "wa_venue", v.id)] for v in venues]
     elif state == "day":
         today = services.clock.now().astimezone(services.settings.tz).date()
         days = [today + timedelta(days=n) for n in range(DAYS_OFFERED)]
@@ -375,7 +375,7 @@ async def _edit_button(r: Reply, callback: Callback) -> None:
         await r.toast()
         venues = await admin.venues()
         keyboard = [
-            [r.button(views._short(str(v.name)), "we_venue", workshop_id, v.id)] for v in venues
+            [r.button(views.shorten(str(v.name)), "we_venue", workshop_id, v.id)] for v in venues
         ]
         keyboard.append([r.button(r.label("workshop_admin.back"), "we_pick", workshop_id)])
         await r.show(r.t("workshop_admin.edit.ask_venue"), keyboard)

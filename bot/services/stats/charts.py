@@ -42,7 +42,7 @@ class ChartText:
     series: tuple[str, ...] = ()  # legend entries, when there are several series
 
 
-def _short(text: str, limit: int = 22) -> str:
+def shorten(text: str, limit: int = 22) -> str:
     """A short label without emoji (the chart font has none)."""
     text = "".join(c for c in text if unicodedata.category(c) != "So").strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -88,7 +88,7 @@ def grouped_bars(
 ) -> bytes:
     """Bars per label, one colour per series (attendance: seats and people present)."""
     figure = Figure(figsize=SIZE_INCHES, layout="constrained")
-    labels = [_short(label) for label in labels[:MAX_BARS]]
+    labels = [shorten(label) for label in labels[:MAX_BARS]]
     if not labels:
         return _empty(figure, words)
     axes = figure.add_subplot()
@@ -119,7 +119,7 @@ def stacked_bars(
 ) -> bytes:
     """Horizontal bars split into parts (needs by neighbourhood, one colour per need)."""
     figure = Figure(figsize=SIZE_INCHES, layout="constrained")
-    labels = [_short(label) for label in labels[:MAX_BARS]]
+    labels = [shorten(label) for label in labels[:MAX_BARS]]
     if not labels or not parts:
         return _empty(figure, words)
     axes = figure.add_subplot()
@@ -131,7 +131,7 @@ def stacked_bars(
             counts,
             left=left,
             color=COLOURS[index % len(COLOURS)],
-            label=_short(name, 28),
+            label=shorten(name, 28),
         )
         left = [a + b for a, b in zip(left, counts, strict=True)]
     _nothing_to_plot(axes, left, horizontal=True)
